@@ -1,0 +1,44 @@
+// How the CLI reports: plain text or JSON on stdout, errors on stderr with a non-zero exit.
+
+import ArgumentParser
+import Foundation
+
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case text, json
+}
+
+enum CLIOutput {
+    static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        encoder.dateEncodingStrategy = .iso8601
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    /// Writes `hallmark: <message>` to stderr and returns the exit to throw.
+    static func fail(_ message: String, exitCode: Int32 = 1) -> ExitCode {
+        FileHandle.standardError.write(Data("hallmark: \(message)\n".utf8))
+        return ExitCode(exitCode)
+    }
+
+    /// Reads a file named by a flag; a file that cannot be read exits 2, naming it.
+    static func readFile(_ path: String, flag: String) throws -> Data {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw fail("\(flag): cannot read '\(path)': no such file, or not readable", exitCode: 2)
+        }
+        return data
+    }
+}
+
+extension Date {
+    /// Parses an RFC 3339 time (`2026-06-01T12:00:00Z`, fractional seconds and offsets allowed).
+    init(rfc3339 text: String, flag: String) throws {
+        if let date = try? Date(text, strategy: Date.ISO8601FormatStyle(includingFractionalSeconds: true)) {
+            self = date
+        } else if let date = try? Date(text, strategy: Date.ISO8601FormatStyle()) {
+            self = date
+        } else {
+            throw ValidationError("\(flag): '\(text)' is not an RFC 3339 time such as 2026-06-01T12:00:00Z")
+        }
+    }
+}
