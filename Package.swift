@@ -7,6 +7,26 @@ let strict: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+let crypto: [Target.Dependency] = [
+    .product(name: "Crypto", package: "swift-crypto"),
+    .product(name: "_CryptoExtras", package: "swift-crypto"),
+    .product(name: "SwiftASN1", package: "swift-asn1"),
+    .product(name: "X509", package: "swift-certificates"),
+]
+
+let grpc: [Target.Dependency] = [
+    .product(name: "GRPCCore", package: "grpc-swift-2"),
+    .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
+    .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+]
+
+let transport: [Target.Dependency] = [
+    .product(name: "GRPCNIOTransportHTTP2", package: "grpc-swift-nio-transport"),
+    .product(name: "NIOCore", package: "swift-nio"),
+    .product(name: "NIOPosix", package: "swift-nio"),
+    .product(name: "NIOHTTP2", package: "swift-nio-http2"),
+]
+
 let package = Package(
     name: "Hallmark",
     platforms: [.macOS(.v15)],
@@ -21,66 +41,70 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
+        .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
     ],
     targets: [
         // The SPIFFE core: IDs, bundles, SVIDs, verification, authorizers. Parsing only, no I/O.
+        .target(name: "SPIFFE", dependencies: crypto, swiftSettings: strict),
+        // The SPIFFE Workload API: generated wire code, and the client built on it.
+        .target(name: "SPIFFEWorkloadAPI", dependencies: ["SPIFFE"] + grpc, swiftSettings: strict),
+        // Wire types of the admin and agent APIs, shared by the server, the agent and the CLI.
+        .target(name: "HallmarkProto", dependencies: grpc, swiftSettings: strict),
+        // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
+        .target(name: "HallmarkPeerCredentials", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")] + transport, swiftSettings: strict),
+        // Selectors, attestor and verifier types, join tokens.
+        .target(name: "HallmarkAttestation", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
+        // The store protocol and its SQLite implementation with numbered SQL migrations.
         .target(
-            name: "SPIFFE",
-            dependencies: [
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "X509", package: "swift-certificates"),
-            ],
+            name: "HallmarkStore",
+            dependencies: ["SPIFFE", "HallmarkAttestation", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
             swiftSettings: strict
         ),
-        // The SPIFFE Workload API: generated wire code, and the client built on it.
+        // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk.
+        .target(name: "HallmarkCA", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
+        // The server: admin API, agent API, node attestation, entry stream, audit.
         .target(
-            name: "SPIFFEWorkloadAPI",
+            name: "HallmarkServer",
             dependencies: [
-                "SPIFFE",
-                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
-                .product(name: "GRPCCore", package: "grpc-swift-2"),
-                .product(name: "GRPCProtobuf", package: "grpc-swift-protobuf"),
-            ],
+                "SPIFFE", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ] + crypto + grpc + transport,
             swiftSettings: strict
         ),
         .executableTarget(
             name: "hallmark",
             dependencies: [
-                "SPIFFE",
+                "SPIFFE", "HallmarkProto", "HallmarkServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "X509", package: "swift-certificates"),
-            ],
+                .product(name: "Logging", package: "swift-log"),
+            ] + crypto + grpc + transport,
             swiftSettings: strict
         ),
         .target(
             name: "HallmarkTestSupport",
-            dependencies: [
-                "SPIFFE",
-                .product(name: "Crypto", package: "swift-crypto"),
-                .product(name: "_CryptoExtras", package: "swift-crypto"),
-                .product(name: "SwiftASN1", package: "swift-asn1"),
-                .product(name: "X509", package: "swift-certificates"),
-            ],
+            dependencies: ["SPIFFE"] + crypto,
             path: "Tests/HallmarkTestSupport",
             swiftSettings: strict
         ),
+        .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "SPIFFEWorkloadAPITests", dependencies: ["SPIFFEWorkloadAPI"], swiftSettings: strict),
         .testTarget(
-            name: "SPIFFETests",
-            dependencies: ["SPIFFE", "HallmarkTestSupport"],
+            name: "HallmarkStoreTests",
+            dependencies: ["HallmarkStore", "HallmarkAttestation", "HallmarkTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
+        .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "HallmarkTestSupport", "hallmark"],
-            swiftSettings: strict
-        ),
-        .testTarget(
-            name: "SPIFFEWorkloadAPITests",
-            dependencies: ["SPIFFEWorkloadAPI"],
+            dependencies: ["SPIFFE", "HallmarkTestSupport", "hallmark"] + crypto,
             swiftSettings: strict
         ),
     ]

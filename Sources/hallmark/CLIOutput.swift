@@ -23,7 +23,8 @@ enum CLIOutput {
 
     /// Reads a file named by a flag; a file that cannot be read exits 2, naming it.
     static func readFile(_ path: String, flag: String) throws -> Data {
-        guard let data = FileManager.default.contents(atPath: path) else {
+        // Read through a handle, so pipes and process substitutions (/dev/fd/N) work too.
+        guard let handle = FileHandle(forReadingAtPath: path), let data = try? handle.readToEnd() ?? Data() else {
             throw fail("\(flag): cannot read '\(path)': no such file, or not readable", exitCode: 2)
         }
         return data

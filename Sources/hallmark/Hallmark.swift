@@ -8,10 +8,21 @@ struct Hallmark: AsyncParsableCommand {
         commandName: "hallmark",
         abstract: "A SPIFFE workload identity authority for AI systems.",
         version: HallmarkVersion.current,
-        subcommands: [SVIDCommand.self]
+        subcommands: [
+            ServerCommand.self, TokenCommand.self, EntryCommand.self, AgentCommand.self, BundleCommand.self,
+            AuthorityCommand.self, X509Command.self, JWTCommand.self, AuditCommand.self, SVIDCommand.self,
+        ]
     )
 }
 
 enum HallmarkVersion {
     static let current = "0.1.0"
+}
+
+/// `hallmark agent …`: the admin's view of agents.
+struct AgentCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "agent", abstract: "Attested agents.",
+        subcommands: [AgentAdmin.List.self, AgentAdmin.Show.self]
+    )
 }

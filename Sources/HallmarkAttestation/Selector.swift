@@ -1,0 +1,71 @@
+// Selectors: the `type:value` facts that attestation proves about a node or a workload, and that
+// registration entries require.
+
+/// A selector such as `unix:uid:1001` (type `unix`, value `uid:1001`) or `gpu:model:H100`.
+public struct Selector: Hashable, Comparable, Sendable, CustomStringConvertible, Codable {
+    /// The largest selector accepted, type and value together, in bytes.
+    public static let maximumLength = 1024
+
+    public let type: String
+    public let value: String
+
+    /// Makes a selector from its parts.
+    ///
+    /// - Throws: ``SelectorError`` when a part is empty, too long, or the type has characters
+    ///   other than letters, digits, '_', '-' and '.'.
+    public init(type: String, value: String) throws {
+        guard !type.isEmpty else { throw SelectorError("selector: the type is empty (expected TYPE:VALUE)") }
+        guard !value.isEmpty else { throw SelectorError("selector: '\(type)' has an empty value (expected TYPE:VALUE)") }
+        guard type.utf8.allSatisfy(Self.isTypeByte) else {
+            throw SelectorError("selector: type '\(type)' may use only letters, digits, '_', '-' and '.'")
+        }
+        guard type.utf8.count + 1 + value.utf8.count <= Self.maximumLength else {
+            throw SelectorError("selector: '\(type):…' is longer than \(Self.maximumLength) bytes")
+        }
+        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw SelectorError("selector: the value of '\(type)' contains a control character")
+        }
+        self.type = type
+        self.value = value
+    }
+
+    /// Parses `TYPE:VALUE`; the value may itself contain ':'.
+    ///
+    /// - Throws: ``SelectorError`` naming what is wrong.
+    public init(parsing text: String) throws {
+        guard let colon = text.firstIndex(of: ":") else {
+            throw SelectorError("selector: '\(text)' has no ':' (expected TYPE:VALUE, such as unix:uid:1001)")
+        }
+        try self.init(type: String(text[..<colon]), value: String(text[text.index(after: colon)...]))
+    }
+
+    public var description: String { "\(type):\(value)" }
+
+    public static func < (lhs: Selector, rhs: Selector) -> Bool {
+        (lhs.type, lhs.value) < (rhs.type, rhs.value)
+    }
+
+    private static func isTypeByte(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+            UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "_"), UInt8(ascii: "-"), UInt8(ascii: "."):
+            return true
+        default:
+            return false
+        }
+    }
+}
+
+/// A selector that could not be built; the message names the rule.
+public struct SelectorError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+extension Set<Selector> {
+    /// Whether every selector of `required` is in this set (an entry's rule for a workload).
+    public func satisfies(_ required: some Collection<Selector>) -> Bool {
+        required.allSatisfy(contains)
+    }
+}

@@ -1,0 +1,125 @@
+// An X.509 signing authority: a CA certificate and its key, self-signed or under an upstream CA.
+
+public import X509
+public import Crypto
+public import Foundation
+import SwiftASN1
+public import SPIFFE
+
+/// The X.509 CA that signs X509-SVIDs.
+public struct X509CA: Sendable {
+    /// The curve of a CA key.
+    public enum KeyType: String, Sendable, CaseIterable {
+        case p256 = "p256", p384 = "p384"
+    }
+
+    /// A stable name for this key (hex of the subject key identifier).
+    public let authorityID: String
+    public let certificate: Certificate
+    public let privateKey: Certificate.PrivateKey
+    /// The trust anchor that goes in the bundle: the CA itself, or the upstream CA.
+    public let anchor: Certificate
+    /// Whether an upstream CA signed this one.
+    public var isUpstreamSigned: Bool { anchor != certificate }
+
+    public init(certificate: Certificate, privateKey: Certificate.PrivateKey, anchor: Certificate? = nil) throws {
+        guard privateKey.publicKey == certificate.publicKey else {
+            throw CAError("ca: the CA key does not match the CA certificate")
+        }
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.anchor = anchor ?? certificate
+        self.authorityID = Self.authorityID(for: certificate.publicKey)
+    }
+
+    /// The certificates an SVID carries after its leaf: the CA itself when upstream-signed.
+    public var intermediates: [Certificate] { isUpstreamSigned ? [certificate] : [] }
+
+    /// The signature algorithm this CA signs with.
+    var signatureAlgorithm: Certificate.SignatureAlgorithm {
+        P384.Signing.PublicKey(privateKey.publicKey) != nil ? .ecdsaWithSHA384 : .ecdsaWithSHA256
+    }
+
+    /// A new self-signed root for a trust domain.
+    public static func selfSigned(trustDomain: TrustDomain, keyType: KeyType = .p256, ttl: TimeInterval, now: Date) throws -> X509CA {
+        let key = makeKey(keyType)
+        let subject = try subjectName(trustDomain)
+        let certificate = try Certificate(
+            version: .v3, serialNumber: randomSerial(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-10), notValidAfter: now.addingTimeInterval(ttl),
+            issuer: subject, subject: subject, signatureAlgorithm: keyType == .p384 ? .ecdsaWithSHA384 : .ecdsaWithSHA256,
+            extensions: try caExtensions(trustDomain: trustDomain, publicKey: key.publicKey, issuerKey: key.publicKey),
+            issuerPrivateKey: key
+        )
+        return try X509CA(certificate: certificate, privateKey: key)
+    }
+
+    /// A new intermediate signed by an upstream CA, capped to the upstream certificate's life.
+    public static func intermediate(
+        trustDomain: TrustDomain, keyType: KeyType = .p256, ttl: TimeInterval, now: Date,
+        upstreamCertificate: Certificate, upstreamKey: Certificate.PrivateKey
+    ) throws -> X509CA {
+        guard upstreamKey.publicKey == upstreamCertificate.publicKey else {
+            throw CAError("ca: the upstream CA key does not match the upstream CA certificate")
+        }
+        let key = makeKey(keyType)
+        let notAfter = min(now.addingTimeInterval(ttl), upstreamCertificate.notValidAfter)
+        guard notAfter > now else {
+            throw CAError("ca: the upstream CA certificate expired at \(upstreamCertificate.notValidAfter)")
+        }
+        let algorithm: Certificate.SignatureAlgorithm =
+            P384.Signing.PublicKey(upstreamKey.publicKey) != nil ? .ecdsaWithSHA384 : .ecdsaWithSHA256
+        let certificate = try Certificate(
+            version: .v3, serialNumber: randomSerial(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-10), notValidAfter: notAfter,
+            issuer: upstreamCertificate.subject, subject: try subjectName(trustDomain), signatureAlgorithm: algorithm,
+            extensions: try caExtensions(trustDomain: trustDomain, publicKey: key.publicKey, issuerKey: upstreamKey.publicKey),
+            issuerPrivateKey: upstreamKey
+        )
+        return try X509CA(certificate: certificate, privateKey: key, anchor: upstreamCertificate)
+    }
+
+    static func makeKey(_ type: KeyType) -> Certificate.PrivateKey {
+        switch type {
+        case .p256: Certificate.PrivateKey(P256.Signing.PrivateKey())
+        case .p384: Certificate.PrivateKey(P384.Signing.PrivateKey())
+        }
+    }
+
+    static func subjectName(_ trustDomain: TrustDomain) throws -> DistinguishedName {
+        try DistinguishedName {
+            OrganizationName("Hallmark")
+            CommonName("Hallmark CA \(trustDomain.name)")
+        }
+    }
+
+    /// 128 random bits, positive, non-zero.
+    static func randomSerial() -> Certificate.SerialNumber {
+        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
+        bytes[0] = (bytes[0] & 0x7f) | 0x01
+        return Certificate.SerialNumber(bytes: bytes)
+    }
+
+    static func caExtensions(trustDomain: TrustDomain, publicKey: Certificate.PublicKey, issuerKey: Certificate.PublicKey) throws
+        -> Certificate.Extensions
+    {
+        try Certificate.Extensions {
+            Critical(BasicConstraints.isCertificateAuthority(maxPathLength: nil))
+            Critical(KeyUsage(digitalSignature: true, keyCertSign: true, cRLSign: true))
+            SubjectKeyIdentifier(hash: publicKey)
+            AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: issuerKey).keyIdentifier)
+            SubjectAlternativeNames([.uniformResourceIdentifier(trustDomain.id.description)])
+        }
+    }
+
+    static func authorityID(for key: Certificate.PublicKey) -> String {
+        SubjectKeyIdentifier(hash: key).keyIdentifier.map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// A CA failure; the message names the cause.
+public struct CAError: Error, Hashable, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,156 @@
+// The kernel's word on who is at the other end of a Unix socket (SO_PEERCRED), carried to gRPC
+// handlers. A handler first in every HTTP/2 stream's pipeline strips any client-sent header of
+// the same name and adds the kernel's values; an interceptor refuses calls without them, so a
+// missing or spoofed value can only fail closed.
+
+public import GRPCCore
+public import GRPCNIOTransportHTTP2
+import NIOCore
+import NIOHTTP2
+import NIOPosix
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The process at the other end of a Unix-socket connection, as the kernel reports it.
+public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
+    public let pid: Int32
+    public let uid: UInt32
+    public let gid: UInt32
+    /// The process's start time in clock ticks since boot (/proc/PID/stat field 22), read when the
+    /// stream was accepted; compare it again before trusting anything read about the pid later.
+    public let startTime: UInt64?
+
+    public init(pid: Int32, uid: UInt32, gid: UInt32, startTime: UInt64?) {
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.startTime = startTime
+    }
+
+    /// The metadata key the transport fills in; whatever a client sends under it is discarded.
+    public static let metadataKey = "x-hallmark-peer-credentials"
+
+    public var description: String { "pid=\(pid) uid=\(uid) gid=\(gid)" }
+
+    var headerValue: String { "\(pid),\(uid),\(gid),\(startTime.map(String.init) ?? "")" }
+
+    init?(headerValue: String) {
+        let parts = headerValue.split(separator: ",", omittingEmptySubsequences: false)
+        guard parts.count == 4, let pid = Int32(parts[0]), let uid = UInt32(parts[1]), let gid = UInt32(parts[2]) else {
+            return nil
+        }
+        self.init(pid: pid, uid: uid, gid: gid, startTime: UInt64(parts[3]))
+    }
+
+    /// The credentials the transport attached to a request.
+    ///
+    /// - Throws: `RPCError(.permissionDenied)` when there are none (the call did not come through
+    ///   a transport configured with ``PeerCredentials/serverTransportConfig(_:)``).
+    public init(metadata: Metadata) throws {
+        let values = Array(metadata[stringValues: Self.metadataKey])
+        guard values.count == 1, let credentials = PeerCredentials(headerValue: values[0]) else {
+            throw RPCError(code: .permissionDenied, message: "the caller's identity could not be established from the kernel")
+        }
+        self = credentials
+    }
+
+    /// The start time of a process, or nil when it is gone.
+    public static func startTime(of pid: Int32) -> UInt64? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return nil }
+        // Fields after the command name, which may itself hold spaces and parentheses; starttime is field 22.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 19 else { return nil }
+        return UInt64(fields[19])
+    }
+
+    /// Whether the process that connected is still the one with this pid.
+    public var isSameProcessStillRunning: Bool {
+        guard let startTime else { return false }
+        return Self.startTime(of: pid) == startTime
+    }
+
+    /// A server transport configuration that attaches peer credentials to every call.
+    public static func serverTransportConfig(
+        _ base: HTTP2ServerTransport.Posix.Config = .defaults
+    ) -> HTTP2ServerTransport.Posix.Config {
+        var config = base
+        config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
+            guard let connection = stream.parent, let provider = connection as? any SocketOptionProvider else {
+                // Not a socket we can ask: attach nothing, and the interceptor refuses the call.
+                return stream.eventLoop.makeSucceededVoidFuture()
+            }
+            return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+                .map { (credentials: KernelUCred) -> PeerCredentials in
+                    PeerCredentials(
+                        pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
+                        startTime: PeerCredentials.startTime(of: credentials.pid)
+                    )
+                }
+                .flatMapThrowing { credentials in
+                    try stream.pipeline.syncOperations.addHandler(PeerCredentialsHandler(credentials), position: .first)
+                }
+                .flatMapErrorThrowing { _ in
+                    try stream.pipeline.syncOperations.addHandler(PeerCredentialsHandler(nil), position: .first)
+                }
+        }
+        return config
+    }
+}
+
+/// `struct ucred` from <sys/socket.h>, which glibc declares only under _GNU_SOURCE.
+struct KernelUCred {
+    var pid: Int32 = 0
+    var uid: UInt32 = 0
+    var gid: UInt32 = 0
+}
+
+/// Rewrites the request headers of one stream: drops the client's copy of the credentials header
+/// and adds the kernel's.
+final class PeerCredentialsHandler: ChannelInboundHandler, Sendable {
+    typealias InboundIn = HTTP2Frame.FramePayload
+    typealias InboundOut = HTTP2Frame.FramePayload
+
+    private let value: String?
+
+    init(_ credentials: PeerCredentials?) {
+        value = credentials?.headerValue
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var payload = unwrapInboundIn(data)
+        if case .headers(var headers) = payload {
+            headers.headers.remove(name: PeerCredentials.metadataKey)
+            if let value { headers.headers.add(name: PeerCredentials.metadataKey, value: value) }
+            payload = .headers(headers)
+        }
+        context.fireChannelRead(wrapInboundOut(payload))
+    }
+}
+
+/// Refuses every call that does not carry kernel credentials, then lets `authorize` decide.
+public struct PeerCredentialsInterceptor: ServerInterceptor {
+    private let authorize: @Sendable (PeerCredentials, MethodDescriptor) throws -> Void
+
+    /// - Parameter authorize: throws an `RPCError` to refuse a caller.
+    public init(authorize: @escaping @Sendable (PeerCredentials, MethodDescriptor) throws -> Void = { _, _ in }) {
+        self.authorize = authorize
+    }
+
+    public func intercept<Input: Sendable, Output: Sendable>(
+        request: StreamingServerRequest<Input>,
+        context: ServerContext,
+        next: @Sendable (StreamingServerRequest<Input>, ServerContext) async throws -> StreamingServerResponse<Output>
+    ) async throws -> StreamingServerResponse<Output> {
+        do {
+            let credentials = try PeerCredentials(metadata: request.metadata)
+            try authorize(credentials, context.descriptor)
+        } catch let error as RPCError {
+            return StreamingServerResponse(error: error)
+        }
+        return try await next(request, context)
+    }
+}

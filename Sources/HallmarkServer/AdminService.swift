@@ -1,0 +1,300 @@
+// The admin API: entries, join tokens, agents, bundle, authorities, minting and the audit log.
+// The caller's uid comes from the kernel (see HallmarkPeerCredentials); input is validated before
+// anything is written, and every mutation is audited in the same transaction.
+
+import Foundation
+import GRPCCore
+import HallmarkAttestation
+import HallmarkCA
+import HallmarkPeerCredentials
+import HallmarkProto
+import HallmarkStore
+import Logging
+import SPIFFE
+import SwiftASN1
+import X509
+
+struct AdminService: Admin_Admin.ServiceProtocol {
+    let config: ServerConfig
+    let store: any Store
+    let ca: CAManager
+    let logger: Logger
+    let now: @Sendable () -> Date
+
+    private func caller(_ metadata: Metadata) throws -> Int64 {
+        Int64(try PeerCredentials(metadata: metadata).uid)
+    }
+
+    private func respond<T>(_ action: String, _ body: () async throws -> T) async throws -> ServerResponse<T> {
+        do {
+            return ServerResponse(message: try await body())
+        } catch {
+            let rpc = AdminErrors.rpcError(error)
+            logger.notice("admin request refused", metadata: ["action": "\(action)", "code": "\(rpc.code)", "reason": "\(rpc.message)"])
+            throw rpc
+        }
+    }
+
+    // MARK: Entries
+
+    func createEntry(request: ServerRequest<Admin_CreateEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Entry> {
+        try await respond("entry.create") {
+            let uid = try caller(request.metadata)
+            let entry = try EntryValidation.validate(EntryInput(request.message.entry), trustDomain: config.trustDomain, now: now())
+            let created = try await store.createEntry(
+                entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.create", target: entry.id, detail: entry.spiffeID.description)
+            )
+            return Admin_Entry(created)
+        }
+    }
+
+    func updateEntry(request: ServerRequest<Admin_UpdateEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Entry> {
+        try await respond("entry.update") {
+            let uid = try caller(request.metadata)
+            guard !request.message.entry.id.isEmpty else { throw ValidationFailure("id", "is required to name the entry to update") }
+            guard let current = try await store.entries(matching: EntryFilter(id: request.message.entry.id)).first else {
+                throw StoreError(.notFound, "entry: no entry with ID \(request.message.entry.id)")
+            }
+            var entry = try EntryValidation.validate(EntryInput(request.message.entry), trustDomain: config.trustDomain, now: now())
+            entry.createdAt = current.createdAt
+            let updated = try await store.updateEntry(
+                entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.update", target: entry.id, detail: entry.spiffeID.description)
+            )
+            return Admin_Entry(updated)
+        }
+    }
+
+    func deleteEntry(request: ServerRequest<Admin_DeleteEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_DeleteEntryResponse> {
+        try await respond("entry.delete") {
+            let uid = try caller(request.metadata)
+            guard !request.message.id.isEmpty else { throw ValidationFailure("id", "is required") }
+            let deleted = try await store.deleteEntry(
+                id: request.message.id, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id)
+            )
+            return Admin_DeleteEntryResponse.with { $0.entry = Admin_Entry(deleted) }
+        }
+    }
+
+    func listEntries(request: ServerRequest<Admin_ListEntriesRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListEntriesResponse> {
+        try await respond("entry.list") {
+            _ = try caller(request.metadata)
+            let message = request.message
+            var filter = EntryFilter()
+            if !message.id.isEmpty { filter.id = message.id }
+            if !message.spiffeID.isEmpty { filter.spiffeID = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain) }
+            if !message.parentID.isEmpty { filter.parentID = try EntryValidation.id(message.parentID, field: "parent_id", trustDomain: config.trustDomain) }
+            filter.selectors = try message.selectors.enumerated().map { index, selector in
+                do { return try Selector(type: selector.type, value: selector.value) } catch let error as SelectorError {
+                    throw ValidationFailure("selectors[\(index)]", error.message)
+                }
+            }
+            let entries = try await store.entries(matching: filter)
+            return Admin_ListEntriesResponse.with { $0.entries = entries.map(Admin_Entry.init) }
+        }
+    }
+
+    // MARK: Join tokens and agents
+
+    func createJoinToken(request: ServerRequest<Admin_CreateJoinTokenRequest>, context: ServerContext) async throws -> ServerResponse<Admin_JoinToken> {
+        try await respond("token.create") {
+            let uid = try caller(request.metadata)
+            let ttl = request.message.ttlSeconds == 0 ? Int(config.joinTokenTTL) : Int(request.message.ttlSeconds)
+            guard (1...(7 * 86400)).contains(ttl) else { throw ValidationFailure("ttl", "must be 1 to 604800 seconds, not \(ttl)") }
+            var alias: SPIFFEID?
+            if !request.message.spiffeID.isEmpty {
+                let id = try EntryValidation.id(request.message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
+                guard !id.path.isEmpty, !id.path.hasPrefix("/hallmark/") else {
+                    throw ValidationFailure("spiffe_id", "must have a path outside the reserved /hallmark/")
+                }
+                alias = id
+            }
+            let token = JoinToken.generate()
+            let tokenID = JoinToken.id(of: token)
+            let time = now()
+            let expiresAt = time.addingTimeInterval(TimeInterval(ttl))
+            if let alias {
+                // The agent that redeems the token is also known as the alias: a node entry under the agent's own ID.
+                let agentID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: tokenID)
+                let entry = RegistrationEntry(
+                    spiffeID: alias, parentID: agentID, selectors: [try Selector(type: "spiffe_id", value: agentID.description)], createdAt: time
+                )
+                _ = try await store.createEntry(
+                    entry, audit: AuditEvent(time: time, callerUID: uid, action: "entry.create", target: entry.id, detail: "node alias \(alias)")
+                )
+            }
+            try await store.createJoinToken(
+                JoinTokenRecord(id: tokenID, tokenHash: JoinToken.hash(token), spiffeID: alias, expiresAt: expiresAt, createdAt: time),
+                audit: AuditEvent(time: time, callerUID: uid, action: "token.create", target: tokenID, detail: alias?.description ?? "")
+            )
+            return Admin_JoinToken.with {
+                $0.token = token
+                $0.id = tokenID
+                $0.expiresAt = Int64(expiresAt.timeIntervalSince1970)
+                $0.spiffeID = alias?.description ?? ""
+            }
+        }
+    }
+
+    func listAgents(request: ServerRequest<Admin_ListAgentsRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAgentsResponse> {
+        try await respond("agent.list") {
+            _ = try caller(request.metadata)
+            let nodes = try await store.attestedNodes()
+            return Admin_ListAgentsResponse.with { $0.agents = nodes.map(Admin_Agent.init) }
+        }
+    }
+
+    func getAgent(request: ServerRequest<Admin_GetAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
+        try await respond("agent.show") {
+            _ = try caller(request.metadata)
+            let id = try EntryValidation.id(request.message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
+            guard let node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
+            return Admin_Agent(node)
+        }
+    }
+
+    // MARK: Bundle and authorities
+
+    func getBundle(request: ServerRequest<Admin_GetBundleRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Bundle> {
+        try await respond("bundle.show") {
+            _ = try caller(request.metadata)
+            let bundle = try await ca.bundle(now: now())
+            return Admin_Bundle.with {
+                $0.trustDomain = config.trustDomain.name
+                $0.x509Pem = bundle.x509Bundle.pem
+                $0.spiffeJwks = Data((try? bundle.json()) ?? [])
+                $0.sequence = bundle.sequenceNumber ?? 0
+            }
+        }
+    }
+
+    func listAuthorities(request: ServerRequest<Admin_ListAuthoritiesRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAuthoritiesResponse> {
+        try await respond("authority.list") {
+            _ = try caller(request.metadata)
+            let kind = request.message.kind
+            guard kind.isEmpty || AuthorityRecord.Kind(rawValue: kind) != nil else {
+                throw ValidationFailure("kind", "must be 'x509' or 'jwt', not '\(kind)'")
+            }
+            let records = await ca.authorities().filter { kind.isEmpty || $0.kind.rawValue == kind }
+            return Admin_ListAuthoritiesResponse.with { $0.authorities = records.map(Admin_Authority.init) }
+        }
+    }
+
+    // MARK: Minting
+
+    func mintX509SVID(request: ServerRequest<Admin_MintX509SVIDRequest>, context: ServerContext) async throws -> ServerResponse<Admin_MintX509SVIDResponse> {
+        try await respond("x509.mint") {
+            let uid = try caller(request.metadata)
+            let message = request.message
+            let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
+            guard !id.path.isEmpty else { throw ValidationFailure("spiffe_id", "must have a path") }
+            let ttl = message.ttlSeconds == 0 ? Int(config.defaultX509SVIDTTL) : Int(message.ttlSeconds)
+            guard (1...ServerConfig.maximumX509SVIDTTL).contains(ttl) else {
+                throw ValidationFailure("ttl", "must be 1 to \(ServerConfig.maximumX509SVIDTTL) seconds, not \(ttl)")
+            }
+            for (index, name) in message.dnsNames.enumerated() {
+                if let problem = EntryValidation.dnsNameProblem(name) { throw ValidationFailure("dns_names[\(index)]", problem) }
+            }
+            let signer = try await ca.activeX509()
+            let time = now()
+            let chain: [Certificate]
+            do {
+                chain = try await signer.signX509SVID(
+                    X509SVIDParams(csr: Array(message.csr), spiffeID: id, dnsNames: message.dnsNames, ttl: TimeInterval(ttl), now: time)
+                )
+            } catch let error as CAError {
+                throw ValidationFailure("csr", error.message)
+            }
+            try await store.appendAudit([
+                AuditEvent(time: time, callerUID: uid, action: "x509.mint", target: id.description, detail: "serial \(chain[0].serialNumber)")
+            ])
+            let bundle = try await ca.bundle(now: time)
+            return Admin_MintX509SVIDResponse.with {
+                $0.chain = chain.map { Data(DERBytes.of($0)) }
+                $0.bundle = bundle.x509Authorities.map { Data(DERBytes.of($0)) }
+                $0.expiresAt = Int64(chain[0].notValidAfter.timeIntervalSince1970)
+            }
+        }
+    }
+
+    func mintJWTSVID(request: ServerRequest<Admin_MintJWTSVIDRequest>, context: ServerContext) async throws -> ServerResponse<Admin_MintJWTSVIDResponse> {
+        try await respond("jwt.mint") {
+            let uid = try caller(request.metadata)
+            let message = request.message
+            let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
+            guard !id.path.isEmpty else { throw ValidationFailure("spiffe_id", "must have a path") }
+            guard !message.audience.isEmpty, message.audience.allSatisfy({ !$0.isEmpty }) else {
+                throw ValidationFailure("audience", "at least one non-empty audience is required")
+            }
+            let ttl = message.ttlSeconds == 0 ? Int(config.defaultJWTSVIDTTL) : Int(message.ttlSeconds)
+            guard (1...ServerConfig.maximumJWTSVIDTTL).contains(ttl) else {
+                throw ValidationFailure("ttl", "must be 1 to \(ServerConfig.maximumJWTSVIDTTL) seconds, not \(ttl)")
+            }
+            let time = now()
+            let signed = try await ca.activeJWT().sign(spiffeID: id, audience: message.audience, ttl: TimeInterval(ttl), now: time)
+            try await store.appendAudit([
+                AuditEvent(time: time, callerUID: uid, action: "jwt.mint", target: id.description, detail: "aud \(message.audience.joined(separator: ","))")
+            ])
+            return Admin_MintJWTSVIDResponse.with {
+                $0.token = signed.token
+                $0.expiresAt = Int64(signed.expiresAt.timeIntervalSince1970)
+            }
+        }
+    }
+
+    // MARK: Audit
+
+    func listAudit(request: ServerRequest<Admin_ListAuditRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAuditResponse> {
+        try await respond("audit.show") {
+            _ = try caller(request.metadata)
+            let limit = request.message.limit == 0 ? 1000 : Int(request.message.limit)
+            guard (1...100_000).contains(limit) else { throw ValidationFailure("limit", "must be 1 to 100000") }
+            let records = try await store.auditRecords(after: request.message.afterSequence, limit: limit)
+            return Admin_ListAuditResponse.with { $0.records = records.map(Admin_AuditRecord.init) }
+        }
+    }
+
+    func verifyAudit(request: ServerRequest<Admin_VerifyAuditRequest>, context: ServerContext) async throws -> ServerResponse<Admin_VerifyAuditResponse> {
+        try await respond("audit.verify") {
+            _ = try caller(request.metadata)
+            let result = try await store.verifyAudit()
+            return Admin_VerifyAuditResponse.with {
+                $0.intact = result.intact
+                $0.records = result.records
+                $0.firstBadSequence = result.firstBadSequence ?? 0
+                $0.reason = result.reason ?? ""
+            }
+        }
+    }
+}
+
+/// How failures become gRPC statuses.
+enum AdminErrors {
+    static func rpcError(_ error: any Error) -> RPCError {
+        switch error {
+        case let error as RPCError:
+            return error
+        case let error as ValidationFailure:
+            return RPCError(code: .invalidArgument, message: error.description)
+        case let error as StoreError:
+            switch error.code {
+            case .notFound: return RPCError(code: .notFound, message: error.message)
+            case .alreadyExists: return RPCError(code: .alreadyExists, message: error.message)
+            case .revisionMismatch: return RPCError(code: .failedPrecondition, message: error.message)
+            case .tokenUsed, .tokenExpired: return RPCError(code: .permissionDenied, message: error.message)
+            default: return RPCError(code: .internalError, message: error.message)
+            }
+        case let error as CAError:
+            return RPCError(code: .failedPrecondition, message: error.message)
+        default:
+            return RPCError(code: .internalError, message: "internal error: \(error)")
+        }
+    }
+}
+
+enum DERBytes {
+    static func of(_ certificate: Certificate) -> [UInt8] {
+        var serializer = DER.Serializer()
+        try! serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+}

@@ -1,0 +1,43 @@
+// The server's configuration: plain values with SPIRE's defaults, filled in by the executable.
+
+public import Foundation
+public import HallmarkCA
+public import SPIFFE
+
+public struct ServerConfig: Sendable {
+    public var dataDir: String
+    public var trustDomain: TrustDomain
+    /// Where agents connect (the agent API).
+    public var listenHost: String = "127.0.0.1"
+    public var listenPort: Int = 8081
+    /// The admin API's Unix socket; default `DATA_DIR/admin.sock`.
+    public var adminSocket: String?
+    /// Uids besides root that may use the admin API.
+    public var adminUIDs: Set<UInt32> = []
+    public var caKeyType: X509CA.KeyType = .p256
+    /// The life of a CA key (SPIRE: 24 h).
+    public var caTTL: TimeInterval = 24 * 3600
+    /// The X509-SVID TTL for entries that set none (SPIRE: 1 h).
+    public var defaultX509SVIDTTL: TimeInterval = 3600
+    /// The JWT-SVID TTL for entries that set none (SPIRE: 5 min).
+    public var defaultJWTSVIDTTL: TimeInterval = 300
+    /// Join tokens' default life (SPIRE: 10 min).
+    public var joinTokenTTL: TimeInterval = 600
+    /// An upstream CA (certificate and key PEM files) that makes the server's CA an intermediate.
+    public var upstreamCACert: String?
+    public var upstreamCAKey: String?
+
+    public init(dataDir: String, trustDomain: TrustDomain) {
+        self.dataDir = dataDir
+        self.trustDomain = trustDomain
+    }
+
+    public var adminSocketPath: String { adminSocket ?? (dataDir as NSString).appendingPathComponent("admin.sock") }
+    var databasePath: String { (dataDir as NSString).appendingPathComponent("hallmark.db") }
+    var keyDirectory: String { (dataDir as NSString).appendingPathComponent("keys") }
+
+    /// The largest X509-SVID TTL an entry may ask for.
+    public static let maximumX509SVIDTTL = 30 * 86400
+    /// The largest JWT-SVID TTL an entry may ask for.
+    public static let maximumJWTSVIDTTL = 86400
+}

@@ -1,0 +1,63 @@
+// The audit log's hash chain: each record's hash covers the previous hash and every field, so a
+// record altered, inserted or removed breaks the chain from that record on.
+
+public import Crypto
+public import Foundation
+
+public enum AuditChain {
+    /// The previous hash of the first record.
+    public static let genesis = [UInt8](repeating: 0, count: 32)
+
+    /// The hash of a record at `sequence` following `previousHash`.
+    public static func hash(sequence: Int64, event: AuditEvent, previousHash: [UInt8]) -> [UInt8] {
+        var hasher = SHA256()
+        hasher.update(data: previousHash)
+        func integer(_ value: Int64) {
+            withUnsafeBytes(of: value.bigEndian) { hasher.update(bufferPointer: $0) }
+        }
+        func text(_ value: String) {
+            let bytes = Array(value.utf8)
+            integer(Int64(bytes.count))
+            hasher.update(data: bytes)
+        }
+        integer(sequence)
+        integer(Int64((event.time.timeIntervalSince1970 * 1000).rounded()))
+        integer(event.callerUID)
+        text(event.action)
+        text(event.target)
+        text(event.result)
+        text(event.detail)
+        return Array(hasher.finalize())
+    }
+
+    /// Checks a run of records, in order from the first.
+    public static func verify(_ records: some Sequence<AuditRecord>) -> AuditVerification {
+        var previous = genesis
+        var expectedSequence: Int64 = 1
+        var count: Int64 = 0
+        for record in records {
+            count += 1
+            if record.sequence != expectedSequence {
+                return AuditVerification(
+                    records: count, firstBadSequence: record.sequence,
+                    reason: "record \(record.sequence) follows record \(expectedSequence - 1): records are missing"
+                )
+            }
+            if record.previousHash != previous {
+                return AuditVerification(
+                    records: count, firstBadSequence: record.sequence,
+                    reason: "record \(record.sequence) does not chain to the record before it"
+                )
+            }
+            if hash(sequence: record.sequence, event: record.event, previousHash: previous) != record.hash {
+                return AuditVerification(
+                    records: count, firstBadSequence: record.sequence,
+                    reason: "record \(record.sequence) was altered: its fields no longer match its hash"
+                )
+            }
+            previous = record.hash
+            expectedSequence += 1
+        }
+        return AuditVerification(records: count)
+    }
+}

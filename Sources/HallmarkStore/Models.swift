@@ -1,0 +1,211 @@
+// What the store keeps: registration entries, join tokens, attested nodes, CA authorities, and
+// the audit trail. Plain values; validation of admin input happens before they reach the store.
+
+public import Foundation
+public import HallmarkAttestation
+public import SPIFFE
+
+/// A registration entry, with SPIRE's fields.
+public struct RegistrationEntry: Hashable, Sendable {
+    public var id: String
+    public var spiffeID: SPIFFEID
+    public var parentID: SPIFFEID
+    /// At least one; kept sorted.
+    public var selectors: [Selector]
+    /// Seconds; 0 means the server's default.
+    public var x509SVIDTTL: Int
+    /// Seconds; 0 means the server's default.
+    public var jwtSVIDTTL: Int
+    public var dnsNames: [String]
+    public var admin: Bool
+    public var downstream: Bool
+    public var expiresAt: Date?
+    public var hint: String
+    /// Increases by one on every update.
+    public var revisionNumber: Int64
+    public var createdAt: Date
+
+    public init(
+        id: String = UUID().uuidString.lowercased(), spiffeID: SPIFFEID, parentID: SPIFFEID, selectors: [Selector],
+        x509SVIDTTL: Int = 0, jwtSVIDTTL: Int = 0, dnsNames: [String] = [], admin: Bool = false,
+        downstream: Bool = false, expiresAt: Date? = nil, hint: String = "", revisionNumber: Int64 = 0,
+        createdAt: Date = Date()
+    ) {
+        self.id = id
+        self.spiffeID = spiffeID
+        self.parentID = parentID
+        self.selectors = selectors.sorted()
+        self.x509SVIDTTL = x509SVIDTTL
+        self.jwtSVIDTTL = jwtSVIDTTL
+        self.dnsNames = dnsNames
+        self.admin = admin
+        self.downstream = downstream
+        self.expiresAt = expiresAt
+        self.hint = hint
+        self.revisionNumber = revisionNumber
+        self.createdAt = createdAt
+    }
+
+    /// The selectors sorted and joined: with the SPIFFE ID and parent, what makes an entry unique.
+    public var selectorKey: String { Set(selectors).sorted().map(\.description).joined(separator: "\n") }
+}
+
+/// Which entries to list; every field that is set must match.
+public struct EntryFilter: Hashable, Sendable {
+    public var id: String?
+    public var spiffeID: SPIFFEID?
+    public var parentID: SPIFFEID?
+    /// Entries that carry all of these.
+    public var selectors: [Selector]
+
+    public init(id: String? = nil, spiffeID: SPIFFEID? = nil, parentID: SPIFFEID? = nil, selectors: [Selector] = []) {
+        self.id = id
+        self.spiffeID = spiffeID
+        self.parentID = parentID
+        self.selectors = selectors
+    }
+
+    public static let all = EntryFilter()
+}
+
+/// A join token as stored: its hash, never the token.
+public struct JoinTokenRecord: Hashable, Sendable {
+    public var id: String
+    public var tokenHash: [UInt8]
+    /// The alias the redeeming agent is also known as, if any.
+    public var spiffeID: SPIFFEID?
+    public var expiresAt: Date
+    public var createdAt: Date
+    public var usedAt: Date?
+
+    public init(id: String, tokenHash: [UInt8], spiffeID: SPIFFEID?, expiresAt: Date, createdAt: Date, usedAt: Date? = nil) {
+        self.id = id
+        self.tokenHash = tokenHash
+        self.spiffeID = spiffeID
+        self.expiresAt = expiresAt
+        self.createdAt = createdAt
+        self.usedAt = usedAt
+    }
+}
+
+/// A node that has attested.
+public struct AttestedNode: Hashable, Sendable {
+    public var spiffeID: SPIFFEID
+    public var attestationType: String
+    /// The serial number of the agent's current SVID (hex).
+    public var serialNumber: String
+    public var expiresAt: Date
+    public var attestedAt: Date
+    public var banned: Bool
+    public var selectors: [Selector]
+
+    public init(
+        spiffeID: SPIFFEID, attestationType: String, serialNumber: String, expiresAt: Date, attestedAt: Date,
+        banned: Bool = false, selectors: [Selector] = []
+    ) {
+        self.spiffeID = spiffeID
+        self.attestationType = attestationType
+        self.serialNumber = serialNumber
+        self.expiresAt = expiresAt
+        self.attestedAt = attestedAt
+        self.banned = banned
+        self.selectors = selectors.sorted()
+    }
+}
+
+/// A CA key in the journal.
+public struct AuthorityRecord: Hashable, Sendable {
+    public enum Kind: String, Sendable, CaseIterable { case x509, jwt }
+    public enum State: String, Sendable, CaseIterable { case prepared, active, old, tainted }
+
+    public var authorityID: String
+    public var kind: Kind
+    public var state: State
+    public var notBefore: Date
+    public var notAfter: Date
+    /// The CA certificate's DER (x509) or the public key's DER (jwt).
+    public var material: [UInt8]
+    /// The private key's file name in the data directory's key folder.
+    public var keyFile: String
+    public var upstream: Bool
+    public var createdAt: Date
+
+    public init(
+        authorityID: String, kind: Kind, state: State, notBefore: Date, notAfter: Date, material: [UInt8],
+        keyFile: String, upstream: Bool = false, createdAt: Date = Date()
+    ) {
+        self.authorityID = authorityID
+        self.kind = kind
+        self.state = state
+        self.notBefore = notBefore
+        self.notAfter = notAfter
+        self.material = material
+        self.keyFile = keyFile
+        self.upstream = upstream
+        self.createdAt = createdAt
+    }
+}
+
+/// Something to record in the audit log.
+public struct AuditEvent: Hashable, Sendable {
+    public var time: Date
+    public var callerUID: Int64
+    public var action: String
+    public var target: String
+    public var result: String
+    public var detail: String
+
+    public init(time: Date = Date(), callerUID: Int64, action: String, target: String, result: String = "ok", detail: String = "") {
+        self.time = time
+        self.callerUID = callerUID
+        self.action = action
+        self.target = target
+        self.result = result
+        self.detail = detail
+    }
+}
+
+/// A record of the audit log, with its place in the hash chain.
+public struct AuditRecord: Hashable, Sendable {
+    public var sequence: Int64
+    public var event: AuditEvent
+    public var previousHash: [UInt8]
+    public var hash: [UInt8]
+
+    public init(sequence: Int64, event: AuditEvent, previousHash: [UInt8], hash: [UInt8]) {
+        self.sequence = sequence
+        self.event = event
+        self.previousHash = previousHash
+        self.hash = hash
+    }
+}
+
+/// The outcome of checking the audit chain.
+public struct AuditVerification: Hashable, Sendable {
+    public var records: Int64
+    /// The first record that no longer matches, if any.
+    public var firstBadSequence: Int64?
+    public var reason: String?
+
+    public var intact: Bool { firstBadSequence == nil }
+
+    public init(records: Int64, firstBadSequence: Int64? = nil, reason: String? = nil) {
+        self.records = records
+        self.firstBadSequence = firstBadSequence
+        self.reason = reason
+    }
+}
+
+/// One entry of the change log.
+public struct Change: Hashable, Sendable {
+    public enum Kind: String, Sendable { case entry, node, bundle }
+    public var sequence: Int64
+    public var kind: Kind
+    public var key: String
+
+    public init(sequence: Int64, kind: Kind, key: String) {
+        self.sequence = sequence
+        self.kind = kind
+        self.key = key
+    }
+}

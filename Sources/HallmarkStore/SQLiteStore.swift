@@ -1,0 +1,442 @@
+// The SQLite backend: GRDB over the system libsqlite3, WAL, foreign keys, synchronous=FULL so
+// that a commit survives a crash the moment it returns.
+
+public import Foundation
+import GRDB
+public import HallmarkAttestation
+public import SPIFFE
+
+public final class SQLiteStore: Store {
+    private let pool: DatabasePool
+
+    /// Opens (creating if needed) the database at `path` and applies pending migrations.
+    ///
+    /// - Throws: ``StoreError`` with `newerSchema` when the file was written by a newer Hallmark.
+    public init(path: String) throws {
+        var configuration = Configuration()
+        configuration.foreignKeysEnabled = true
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        pool = try DatabasePool(path: path, configuration: configuration)
+        try migrate()
+    }
+
+    /// The schema version the database is at.
+    public func schemaVersion() throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT MAX(version) FROM schema_migrations") ?? 0 }
+    }
+
+    /// `PRAGMA integrity_check`'s answer (`ok` when sound).
+    public func integrityCheck() throws -> String {
+        try pool.read { db in try String.fetchAll(db, sql: "PRAGMA integrity_check").joined(separator: "; ") }
+    }
+
+    private func migrate() throws {
+        try pool.write { db in
+            try db.execute(sql: """
+                CREATE TABLE IF NOT EXISTS schema_migrations (
+                    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)
+                """)
+            let current = try Int.fetchOne(db, sql: "SELECT MAX(version) FROM schema_migrations") ?? 0
+            guard current <= Migrations.latestVersion else {
+                throw StoreError(
+                    .newerSchema,
+                    "store: the database is at schema version \(current), newer than the \(Migrations.latestVersion) this Hallmark knows; run a newer Hallmark"
+                )
+            }
+            for migration in Migrations.embedded.sorted(by: { $0.version < $1.version }) where migration.version > current {
+                try db.execute(sql: migration.sql)
+                try db.execute(
+                    sql: "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                    arguments: [migration.version, migration.name, Int64(Date().timeIntervalSince1970)]
+                )
+            }
+        }
+    }
+
+    // MARK: Entries
+
+    public func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry {
+        try await pool.write { db in
+            if try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM entries WHERE spiffe_id = ? AND parent_id = ? AND selector_key = ?",
+                arguments: [entry.spiffeID.description, entry.parentID.description, entry.selectorKey]
+            ) != nil {
+                throw StoreError(
+                    .alreadyExists,
+                    "store: an entry with SPIFFE ID \(entry.spiffeID), parent \(entry.parentID) and these selectors already exists"
+                )
+            }
+            if try Bool.fetchOne(db, sql: "SELECT 1 FROM entries WHERE id = ?", arguments: [entry.id]) != nil {
+                throw StoreError(.alreadyExists, "store: an entry with ID \(entry.id) already exists")
+            }
+            try Self.insert(entry, db)
+            try Self.recordChange(db, .entry, entry.id, audit.time)
+            try Self.append([audit], db)
+            return entry
+        }
+    }
+
+    public func updateEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry {
+        try await pool.write { db in
+            guard let current = try Self.fetchEntries(db, EntryFilter(id: entry.id)).first else {
+                throw StoreError(.notFound, "store: no entry with ID \(entry.id)")
+            }
+            if entry.revisionNumber != 0 && entry.revisionNumber != current.revisionNumber {
+                throw StoreError(
+                    .revisionMismatch,
+                    "store: entry \(entry.id) is at revision \(current.revisionNumber), not \(entry.revisionNumber); fetch it again"
+                )
+            }
+            if try Bool.fetchOne(
+                db, sql: "SELECT 1 FROM entries WHERE spiffe_id = ? AND parent_id = ? AND selector_key = ? AND id != ?",
+                arguments: [entry.spiffeID.description, entry.parentID.description, entry.selectorKey, entry.id]
+            ) != nil {
+                throw StoreError(.alreadyExists, "store: another entry already has this SPIFFE ID, parent and selectors")
+            }
+            var updated = entry
+            updated.createdAt = current.createdAt
+            updated.revisionNumber = current.revisionNumber + 1
+            try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [entry.id])
+            try Self.insert(updated, db)
+            try Self.recordChange(db, .entry, entry.id, audit.time)
+            try Self.append([audit], db)
+            return updated
+        }
+    }
+
+    public func deleteEntry(id: String, audit: AuditEvent) async throws -> RegistrationEntry {
+        try await pool.write { db in
+            guard let current = try Self.fetchEntries(db, EntryFilter(id: id)).first else {
+                throw StoreError(.notFound, "store: no entry with ID \(id)")
+            }
+            try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
+            try Self.recordChange(db, .entry, id, audit.time)
+            try Self.append([audit], db)
+            return current
+        }
+    }
+
+    public func entries(matching filter: EntryFilter) async throws -> [RegistrationEntry] {
+        try await pool.read { db in try Self.fetchEntries(db, filter) }
+    }
+
+    public func pruneExpiredEntries(at time: Date) async throws -> [RegistrationEntry] {
+        try await pool.write { db in
+            let ids = try String.fetchAll(
+                db, sql: "SELECT id FROM entries WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                arguments: [Int64(time.timeIntervalSince1970)]
+            )
+            var pruned: [RegistrationEntry] = []
+            for id in ids {
+                guard let entry = try Self.fetchEntries(db, EntryFilter(id: id)).first else { continue }
+                try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
+                try Self.recordChange(db, .entry, id, time)
+                try Self.append(
+                    [AuditEvent(time: time, callerUID: -1, action: "entry.expire", target: id, detail: entry.spiffeID.description)], db
+                )
+                pruned.append(entry)
+            }
+            return pruned
+        }
+    }
+
+    private static func insert(_ entry: RegistrationEntry, _ db: Database) throws {
+        try db.execute(
+            sql: """
+                INSERT INTO entries (id, spiffe_id, parent_id, selector_key, x509_svid_ttl, jwt_svid_ttl, admin, downstream,
+                                     expires_at, hint, revision_number, created_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+            arguments: [
+                entry.id, entry.spiffeID.description, entry.parentID.description, entry.selectorKey, entry.x509SVIDTTL,
+                entry.jwtSVIDTTL, entry.admin, entry.downstream, entry.expiresAt.map { Int64($0.timeIntervalSince1970) },
+                entry.hint, entry.revisionNumber, Int64(entry.createdAt.timeIntervalSince1970),
+            ]
+        )
+        for selector in Set(entry.selectors) {
+            try db.execute(
+                sql: "INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)",
+                arguments: [entry.id, selector.type, selector.value]
+            )
+        }
+        for (position, name) in entry.dnsNames.enumerated() {
+            try db.execute(
+                sql: "INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)",
+                arguments: [entry.id, position, name]
+            )
+        }
+    }
+
+    private static func fetchEntries(_ db: Database, _ filter: EntryFilter) throws -> [RegistrationEntry] {
+        var conditions: [String] = []
+        var arguments: StatementArguments = []
+        if let id = filter.id {
+            conditions.append("e.id = ?")
+            arguments += [id]
+        }
+        if let spiffeID = filter.spiffeID {
+            conditions.append("e.spiffe_id = ?")
+            arguments += [spiffeID.description]
+        }
+        if let parentID = filter.parentID {
+            conditions.append("e.parent_id = ?")
+            arguments += [parentID.description]
+        }
+        for selector in filter.selectors {
+            conditions.append("e.id IN (SELECT entry_id FROM entry_selectors WHERE type = ? AND value = ?)")
+            arguments += [selector.type, selector.value]
+        }
+        let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
+        let rows = try Row.fetchAll(db, sql: "SELECT e.* FROM entries e \(whereClause) ORDER BY e.created_at, e.id", arguments: arguments)
+        guard !rows.isEmpty else { return [] }
+        let scope = conditions.isEmpty ? "" : "WHERE entry_id IN (SELECT e.id FROM entries e \(whereClause))"
+        var selectors: [String: [Selector]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT entry_id, type, value FROM entry_selectors \(scope)", arguments: arguments) {
+            selectors[row["entry_id"], default: []].append(try Selector(type: row["type"], value: row["value"]))
+        }
+        var dnsNames: [String: [String]] = [:]
+        for row in try Row.fetchAll(
+            db, sql: "SELECT entry_id, name FROM entry_dns_names \(scope) ORDER BY entry_id, position", arguments: arguments
+        ) {
+            dnsNames[row["entry_id"], default: []].append(row["name"])
+        }
+        return try rows.map { row in
+            let id: String = row["id"]
+            return RegistrationEntry(
+                id: id, spiffeID: try SPIFFEID(parsing: row["spiffe_id"]), parentID: try SPIFFEID(parsing: row["parent_id"]),
+                selectors: selectors[id] ?? [], x509SVIDTTL: row["x509_svid_ttl"], jwtSVIDTTL: row["jwt_svid_ttl"],
+                dnsNames: dnsNames[id] ?? [], admin: row["admin"], downstream: row["downstream"],
+                expiresAt: (row["expires_at"] as Int64?).map { Date(timeIntervalSince1970: TimeInterval($0)) },
+                hint: row["hint"], revisionNumber: row["revision_number"],
+                createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64))
+            )
+        }
+    }
+
+    // MARK: Join tokens
+
+    public func createJoinToken(_ token: JoinTokenRecord, audit: AuditEvent) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: "INSERT INTO join_tokens (id, token_hash, spiffe_id, expires_at, created_at) VALUES (?, ?, ?, ?, ?)",
+                arguments: [
+                    token.id, Data(token.tokenHash), token.spiffeID?.description, Int64(token.expiresAt.timeIntervalSince1970),
+                    Int64(token.createdAt.timeIntervalSince1970),
+                ]
+            )
+            try Self.append([audit], db)
+        }
+    }
+
+    public func redeemJoinToken(hash: [UInt8], at time: Date) async throws -> JoinTokenRecord {
+        try await pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM join_tokens WHERE token_hash = ?", arguments: [Data(hash)]) else {
+                throw StoreError(.notFound, "store: no such join token")
+            }
+            let record = try Self.joinToken(row)
+            if record.usedAt != nil {
+                throw StoreError(.tokenUsed, "store: join token \(record.id) was already used")
+            }
+            if record.expiresAt <= time {
+                throw StoreError(.tokenExpired, "store: join token \(record.id) expired at \(record.expiresAt)")
+            }
+            try db.execute(
+                sql: "UPDATE join_tokens SET used_at = ? WHERE id = ?", arguments: [Int64(time.timeIntervalSince1970), record.id]
+            )
+            var redeemed = record
+            redeemed.usedAt = time
+            return redeemed
+        }
+    }
+
+    private static func joinToken(_ row: Row) throws -> JoinTokenRecord {
+        JoinTokenRecord(
+            id: row["id"], tokenHash: Array(row["token_hash"] as Data),
+            spiffeID: try (row["spiffe_id"] as String?).map(SPIFFEID.init(parsing:)),
+            expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
+            createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64)),
+            usedAt: (row["used_at"] as Int64?).map { Date(timeIntervalSince1970: TimeInterval($0)) }
+        )
+    }
+
+    // MARK: Attested nodes
+
+    public func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws {
+        try await pool.write { db in
+            try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [node.spiffeID.description])
+            try db.execute(
+                sql: """
+                    INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned)
+                    VALUES (?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
+                    Int64(node.attestedAt.timeIntervalSince1970), node.banned,
+                ]
+            )
+            for selector in Set(node.selectors) {
+                try db.execute(
+                    sql: "INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)",
+                    arguments: [node.spiffeID.description, selector.type, selector.value]
+                )
+            }
+            try Self.recordChange(db, .node, node.spiffeID.description, audit.time)
+            try Self.append([audit], db)
+        }
+    }
+
+    public func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode? {
+        try await pool.read { db in try Self.fetchNodes(db, spiffeID: spiffeID).first }
+    }
+
+    public func attestedNodes() async throws -> [AttestedNode] {
+        try await pool.read { db in try Self.fetchNodes(db, spiffeID: nil) }
+    }
+
+    private static func fetchNodes(_ db: Database, spiffeID: SPIFFEID?) throws -> [AttestedNode] {
+        let filter = spiffeID == nil ? "" : "WHERE spiffe_id = ?"
+        let arguments: StatementArguments = spiffeID.map { [$0.description] } ?? []
+        var selectors: [String: [Selector]] = [:]
+        for row in try Row.fetchAll(db, sql: "SELECT * FROM node_selectors \(filter)", arguments: arguments) {
+            selectors[row["spiffe_id"], default: []].append(try Selector(type: row["type"], value: row["value"]))
+        }
+        return try Row.fetchAll(db, sql: "SELECT * FROM attested_nodes \(filter) ORDER BY spiffe_id", arguments: arguments).map { row in
+            let id: String = row["spiffe_id"]
+            return AttestedNode(
+                spiffeID: try SPIFFEID(parsing: id), attestationType: row["attestation_type"], serialNumber: row["serial_number"],
+                expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
+                attestedAt: Date(timeIntervalSince1970: TimeInterval(row["attested_at"] as Int64)),
+                banned: row["banned"], selectors: selectors[id] ?? []
+            )
+        }
+    }
+
+    // MARK: CA journal and bundle
+
+    public func authorities() async throws -> [AuthorityRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM ca_journal ORDER BY created_at, authority_id").map { row in
+                guard let kind = AuthorityRecord.Kind(rawValue: row["kind"]), let state = AuthorityRecord.State(rawValue: row["state"]) else {
+                    throw StoreError(.corrupt, "store: ca_journal row \(row["authority_id"] as String) has an unknown kind or state")
+                }
+                return AuthorityRecord(
+                    authorityID: row["authority_id"], kind: kind, state: state,
+                    notBefore: Date(timeIntervalSince1970: TimeInterval(row["not_before"] as Int64)),
+                    notAfter: Date(timeIntervalSince1970: TimeInterval(row["not_after"] as Int64)),
+                    material: Array(row["material"] as Data), keyFile: row["key_file"], upstream: row["upstream"],
+                    createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64))
+                )
+            }
+        }
+    }
+
+    public func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws {
+        try await pool.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO ca_journal (authority_id, kind, state, not_before, not_after, material, key_file, upstream, created_at)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (authority_id) DO UPDATE SET state = excluded.state
+                    """,
+                arguments: [
+                    authority.authorityID, authority.kind.rawValue, authority.state.rawValue,
+                    Int64(authority.notBefore.timeIntervalSince1970), Int64(authority.notAfter.timeIntervalSince1970),
+                    Data(authority.material), authority.keyFile, authority.upstream, Int64(authority.createdAt.timeIntervalSince1970),
+                ]
+            )
+            try Self.recordChange(db, .bundle, authority.authorityID, audit.time)
+            try Self.append([audit], db)
+        }
+    }
+
+    public func bundleSequence() async throws -> UInt64 {
+        try await pool.read { db in try UInt64.fetchOne(db, sql: "SELECT sequence FROM bundle_state WHERE id = 1") ?? 0 }
+    }
+
+    public func nextBundleSequence() async throws -> UInt64 {
+        try await pool.write { db in
+            try db.execute(sql: "UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1")
+            return try UInt64.fetchOne(db, sql: "SELECT sequence FROM bundle_state WHERE id = 1") ?? 0
+        }
+    }
+
+    // MARK: Audit
+
+    public func appendAudit(_ events: [AuditEvent]) async throws {
+        guard !events.isEmpty else { return }
+        try await pool.write { db in try Self.append(events, db) }
+    }
+
+    private static func append(_ events: [AuditEvent], _ db: Database) throws {
+        let last = try Row.fetchOne(db, sql: "SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
+        var sequence: Int64 = last?["sequence"] ?? 0
+        var previous = (last?["hash"] as Data?).map(Array.init) ?? AuditChain.genesis
+        for event in events {
+            sequence += 1
+            let hash = AuditChain.hash(sequence: sequence, event: event, previousHash: previous)
+            try db.execute(
+                sql: """
+                    INSERT INTO audit_log (sequence, time_ms, caller_uid, action, target, result, detail, previous_hash, hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    """,
+                arguments: [
+                    sequence, Int64((event.time.timeIntervalSince1970 * 1000).rounded()), event.callerUID, event.action,
+                    event.target, event.result, event.detail, Data(previous), Data(hash),
+                ]
+            )
+            previous = hash
+        }
+    }
+
+    public func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] {
+        try await pool.read { db in
+            try Row.fetchAll(
+                db, sql: "SELECT * FROM audit_log WHERE sequence > ? ORDER BY sequence LIMIT ?", arguments: [sequence, limit]
+            ).map(Self.auditRecord)
+        }
+    }
+
+    public func verifyAudit() async throws -> AuditVerification {
+        try await pool.read { db in
+            let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM audit_log ORDER BY sequence")
+            var records: [AuditRecord] = []
+            while let row = try cursor.next() { records.append(Self.auditRecord(row)) }
+            return AuditChain.verify(records)
+        }
+    }
+
+    private static func auditRecord(_ row: Row) -> AuditRecord {
+        AuditRecord(
+            sequence: row["sequence"],
+            event: AuditEvent(
+                time: Date(timeIntervalSince1970: TimeInterval(row["time_ms"] as Int64) / 1000), callerUID: row["caller_uid"],
+                action: row["action"], target: row["target"], result: row["result"], detail: row["detail"]
+            ),
+            previousHash: Array(row["previous_hash"] as Data), hash: Array(row["hash"] as Data)
+        )
+    }
+
+    // MARK: Change log
+
+    private static func recordChange(_ db: Database, _ kind: Change.Kind, _ key: String, _ time: Date) throws {
+        try db.execute(
+            sql: "INSERT INTO change_log (kind, key, time_ms) VALUES (?, ?, ?)",
+            arguments: [kind.rawValue, key, Int64((time.timeIntervalSince1970 * 1000).rounded())]
+        )
+    }
+
+    public func latestChange() async throws -> Int64 {
+        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM change_log") ?? 0 }
+    }
+
+    public func changes(after sequence: Int64) async throws -> [Change] {
+        try await pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM change_log WHERE sequence > ? ORDER BY sequence", arguments: [sequence]).compactMap { row in
+                Change.Kind(rawValue: row["kind"]).map { Change(sequence: row["sequence"], kind: $0, key: row["key"]) }
+            }
+        }
+    }
+}

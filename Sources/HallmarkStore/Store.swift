@@ -1,0 +1,68 @@
+// The one protocol every storage backend implements. Each mutation commits, together with its
+// audit record and change-log row, before it returns: an acknowledged write is durable.
+
+public import Foundation
+public import SPIFFE
+
+public protocol Store: Sendable {
+    // Registration entries
+    func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry
+    /// Replaces an entry's mutable fields; `entry.revisionNumber`, when non-zero, must match.
+    func updateEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry
+    func deleteEntry(id: String, audit: AuditEvent) async throws -> RegistrationEntry
+    func entries(matching filter: EntryFilter) async throws -> [RegistrationEntry]
+    /// Entries whose `expires_at` is at or before `time` are deleted, each audited; returns them.
+    func pruneExpiredEntries(at time: Date) async throws -> [RegistrationEntry]
+
+    // Join tokens
+    func createJoinToken(_ token: JoinTokenRecord, audit: AuditEvent) async throws
+    /// Marks the token with this hash used and returns it; refuses unknown, expired and used tokens.
+    func redeemJoinToken(hash: [UInt8], at time: Date) async throws -> JoinTokenRecord
+
+    // Attested nodes
+    func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws
+    func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode?
+    func attestedNodes() async throws -> [AttestedNode]
+
+    // CA key journal and bundle
+    func authorities() async throws -> [AuthorityRecord]
+    func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws
+    func bundleSequence() async throws -> UInt64
+    /// Increases the bundle's sequence number by one and returns the new value.
+    func nextBundleSequence() async throws -> UInt64
+
+    // Audit log
+    func appendAudit(_ events: [AuditEvent]) async throws
+    func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord]
+    func verifyAudit() async throws -> AuditVerification
+
+    // Change log
+    func latestChange() async throws -> Int64
+    func changes(after sequence: Int64) async throws -> [Change]
+}
+
+/// A store failure with a code to act on.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt }
+        fileprivate let base: Base
+        public var description: String { base.rawValue }
+        public static let notFound = Code(base: .notFound)
+        public static let alreadyExists = Code(base: .alreadyExists)
+        public static let revisionMismatch = Code(base: .revisionMismatch)
+        public static let tokenExpired = Code(base: .tokenExpired)
+        public static let tokenUsed = Code(base: .tokenUsed)
+        public static let newerSchema = Code(base: .newerSchema)
+        public static let corrupt = Code(base: .corrupt)
+    }
+
+    public let code: Code
+    public let message: String
+
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public var description: String { message }
+}

@@ -1,0 +1,302 @@
+// The smaller admin commands: token, agent list/show, bundle, authority, x509 and jwt mint, audit.
+
+import ArgumentParser
+import Crypto
+import Foundation
+import HallmarkProto
+import SPIFFE
+import SwiftASN1
+import X509
+
+struct TokenCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "token", abstract: "Join tokens.", subcommands: [Generate.self])
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Make a single-use join token for an agent.")
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id"), help: "An ID the agent that redeems the token is also known as.")
+        var spiffeID: String?
+        @Option(help: "Seconds the token is valid (default 600).")
+        var ttl: Int32?
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_CreateJoinTokenRequest.with {
+                $0.spiffeID = spiffeID ?? ""
+                $0.ttlSeconds = ttl ?? 0
+            }
+            let token = try await server.call("token generate") { try await $0.createJoinToken(request) }
+            if output == .json {
+                print(try CLIOutput.json([
+                    "token": token.token, "id": token.id, "spiffe_id": token.spiffeID,
+                    "expires_at": Date(timeIntervalSince1970: TimeInterval(token.expiresAt)).rfc3339,
+                ]))
+            } else {
+                print("Token: \(token.token)")
+            }
+        }
+    }
+}
+
+struct AgentAdmin {
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "List attested agents.")
+        @OptionGroup var server: AdminOptions
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let response = try await server.call("agent list") { try await $0.listAgents(Admin_ListAgentsRequest()) }
+            let views = response.agents.map(AgentView.init)
+            if output == .json {
+                print(try CLIOutput.json(views))
+            } else {
+                print("Found \(views.count) attested \(views.count == 1 ? "agent" : "agents")")
+                for view in views { print("\n" + view.text) }
+            }
+        }
+    }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show one attested agent.")
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_GetAgentRequest.with { $0.spiffeID = spiffeID }
+            let agent = try await server.call("agent show") { try await $0.getAgent(request) }
+            print(output == .json ? try CLIOutput.json(AgentView(agent)) : AgentView(agent).text)
+        }
+    }
+}
+
+struct AgentView: Encodable {
+    let spiffe_id: String
+    let attestation_type: String
+    let selectors: [String]
+    let serial_number: String
+    let expires_at: Int64
+    let attested_at: Int64
+    let banned: Bool
+
+    init(_ agent: Admin_Agent) {
+        spiffe_id = agent.spiffeID
+        attestation_type = agent.attestationType
+        selectors = agent.selectors.map { "\($0.type):\($0.value)" }
+        serial_number = agent.serialNumber
+        expires_at = agent.expiresAt
+        attested_at = agent.attestedAt
+        banned = agent.banned
+    }
+
+    var text: String {
+        ([
+            "SPIFFE ID        : \(spiffe_id)",
+            "Attestation type : \(attestation_type)",
+            "Expires at       : \(Date(timeIntervalSince1970: TimeInterval(expires_at)).rfc3339)",
+            "Banned           : \(banned)",
+        ] + selectors.map { "Selector         : \($0)" }).joined(separator: "\n")
+    }
+}
+
+struct BundleCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "bundle", abstract: "The trust bundle.", subcommands: [Show.self])
+
+    enum Format: String, ExpressibleByArgument, CaseIterable { case pem, spiffe }
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the trust domain's bundle.")
+        @OptionGroup var server: AdminOptions
+        @Option(help: "pem (CA certificates) or spiffe (the SPIFFE bundle, a JWK Set).")
+        var format: Format = .pem
+
+        func run() async throws {
+            let bundle = try await server.call("bundle show") { try await $0.getBundle(Admin_GetBundleRequest()) }
+            switch format {
+            case .pem: print(bundle.x509Pem, terminator: "")
+            case .spiffe: print(String(decoding: bundle.spiffeJwks, as: UTF8.self))
+            }
+        }
+    }
+}
+
+struct AuthorityCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authority", abstract: "The CA keys.", subcommands: [X509.self, JWT.self]
+    )
+
+    struct X509: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "x509", abstract: "X.509 authorities.", subcommands: [ShowAuthorities.self])
+    }
+
+    struct JWT: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "jwt", abstract: "JWT authorities.", subcommands: [ShowAuthorities.self])
+    }
+
+    struct ShowAuthorities: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "show", abstract: "List the authorities and their states.")
+        @OptionGroup var server: AdminOptions
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            // The parent command's name says which kind is meant.
+            let kind = CommandLine.arguments.contains("jwt") ? "jwt" : "x509"
+            let request = Admin_ListAuthoritiesRequest.with { $0.kind = kind }
+            let response = try await server.call("authority \(kind) show") { try await $0.listAuthorities(request) }
+            let views = response.authorities.map {
+                [
+                    "authority_id": $0.authorityID, "kind": $0.kind, "state": $0.state,
+                    "not_after": Date(timeIntervalSince1970: TimeInterval($0.notAfter)).rfc3339,
+                    "upstream_signed": "\($0.upstreamSigned)",
+                ]
+            }
+            if output == .json {
+                print(try CLIOutput.json(views))
+            } else {
+                for view in views {
+                    print("\(view["state"]!.padding(toLength: 9, withPad: " ", startingAt: 0)) \(view["authority_id"]!)  expires \(view["not_after"]!)")
+                }
+            }
+        }
+    }
+}
+
+struct X509Command: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "x509", abstract: "X509-SVIDs minted by the server.", subcommands: [Mint.self])
+
+    struct Mint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Mint an X509-SVID (the key is made here and never leaves this process unasked).")
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+        @Option(help: "TTL in seconds (default: the server's X509-SVID default).") var ttl: Int32?
+        @Option(name: .customLong("dns-name"), help: "A DNS SAN (repeatable).") var dnsNames: [String] = []
+        @Option(help: "Write svid.pem, svid.key and bundle.pem into this directory.") var write: String?
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+            let csr = try CertificateSigningRequest(
+                version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
+                signatureAlgorithm: .ecdsaWithSHA256
+            )
+            var serializer = DER.Serializer()
+            try serializer.serialize(csr)
+            let request = Admin_MintX509SVIDRequest.with {
+                $0.spiffeID = spiffeID
+                $0.csr = Data(serializer.serializedBytes)
+                $0.ttlSeconds = ttl ?? 0
+                $0.dnsNames = dnsNames
+            }
+            let response = try await server.call("x509 mint") { try await $0.mintX509SVID(request) }
+            let chain = try response.chain.map { try Certificate(derEncoded: Array($0)) }
+            let bundle = try response.bundle.map { try Certificate(derEncoded: Array($0)) }
+            let svid = try X509SVID(certificates: chain, privateKey: key)
+            let files = [
+                ("svid.pem", svid.chainPEM, 0o644), ("svid.key", try svid.privateKeyPEM(), 0o600),
+                ("bundle.pem", X509Bundle(trustDomain: svid.id.trustDomain, authorities: bundle).pem, 0o644),
+            ]
+            if let write {
+                try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
+                for (name, text, mode) in files {
+                    let path = (write as NSString).appendingPathComponent(name)
+                    FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+                }
+            }
+            if output == .json {
+                var report = ["spiffe_id": svid.id.description, "expires_at": svid.expiresAt.rfc3339]
+                if let write { report["written_to"] = write } else { report["svid_pem"] = files[0].1; report["key_pem"] = files[1].1; report["bundle_pem"] = files[2].1 }
+                print(try CLIOutput.json(report))
+            } else if let write {
+                print("Wrote svid.pem, svid.key and bundle.pem for \(svid.id) to \(write) (expires \(svid.expiresAt.rfc3339))")
+            } else {
+                print("X509-SVID:\n\(files[0].1)\nPrivate key:\n\(files[1].1)\nRoot CAs:\n\(files[2].1)")
+            }
+        }
+    }
+}
+
+struct JWTCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "jwt", abstract: "JWT-SVIDs.", subcommands: [Mint.self])
+
+    struct Mint: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Mint a JWT-SVID.")
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+        @Option(help: "An audience (repeatable).") var audience: [String] = []
+        @Option(help: "TTL in seconds (default: the server's JWT-SVID default).") var ttl: Int32?
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_MintJWTSVIDRequest.with {
+                $0.spiffeID = spiffeID
+                $0.audience = audience
+                $0.ttlSeconds = ttl ?? 0
+            }
+            let response = try await server.call("jwt mint") { try await $0.mintJWTSVID(request) }
+            if output == .json {
+                print(try CLIOutput.json(["token": response.token, "expires_at": Date(timeIntervalSince1970: TimeInterval(response.expiresAt)).rfc3339]))
+            } else {
+                print(response.token)
+            }
+        }
+    }
+}
+
+struct AuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "audit", abstract: "The hash-chained audit log.", subcommands: [Show.self, Verify.self])
+
+    struct Show: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print audit records.")
+        @OptionGroup var server: AdminOptions
+        @Option(help: "Only records after this sequence number.") var after: Int64 = 0
+        @Option(help: "At most this many records.") var limit: Int32 = 1000
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_ListAuditRequest.with {
+                $0.afterSequence = after
+                $0.limit = limit
+            }
+            let response = try await server.call("audit show") { try await $0.listAudit(request) }
+            struct View: Encodable {
+                let sequence: Int64, time: String, caller_uid: Int64, action: String, target: String, result: String, detail: String, hash: String
+            }
+            let views = response.records.map {
+                View(
+                    sequence: $0.sequence, time: Date(timeIntervalSince1970: TimeInterval($0.time) / 1000).rfc3339, caller_uid: $0.callerUid,
+                    action: $0.action, target: $0.target, result: $0.result, detail: $0.detail, hash: $0.hash
+                )
+            }
+            if output == .json {
+                print(try CLIOutput.json(views))
+            } else {
+                for view in views {
+                    print("\(view.sequence)\t\(view.time)\tuid=\(view.caller_uid)\t\(view.action)\t\(view.target)\t\(view.result)\t\(view.detail)")
+                }
+            }
+        }
+    }
+
+    struct Verify: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Check the audit log's hash chain; exits 1 naming the first record that no longer matches.")
+        @OptionGroup var server: AdminOptions
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let response = try await server.call("audit verify") { try await $0.verifyAudit(Admin_VerifyAuditRequest()) }
+            if output == .json {
+                struct View: Encodable { let intact: Bool, records: Int64, first_bad_sequence: Int64?, reason: String? }
+                print(try CLIOutput.json(View(
+                    intact: response.intact, records: response.records,
+                    first_bad_sequence: response.intact ? nil : response.firstBadSequence, reason: response.intact ? nil : response.reason
+                )))
+            } else if response.intact {
+                print("audit log intact: \(response.records) records")
+            }
+            if !response.intact {
+                if output == .text { FileHandle.standardError.write(Data("hallmark: audit verify: \(response.reason)\n".utf8)) }
+                throw ExitCode(1)
+            }
+        }
+    }
+}

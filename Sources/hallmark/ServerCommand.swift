@@ -1,0 +1,170 @@
+// `hallmark server run`: flags and an optional JSON config file onto ServerConfig, then run.
+
+import ArgumentParser
+import Foundation
+import HallmarkCA
+import HallmarkServer
+import Logging
+import SPIFFE
+import ServiceLifecycle
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "server", abstract: "Run the CA server.", subcommands: [Run.self]
+    )
+
+    struct Run: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Run the server: the CA, registrations in SQLite, and the admin API.",
+            discussion: "A fresh data directory is initialised on first start (database, CA keys); later starts reuse it."
+        )
+
+        @Option(name: .customLong("data-dir"), help: "Where the database and keys live.")
+        var dataDir: String?
+
+        @Option(name: .customLong("trust-domain"), help: "The trust domain this server is the authority of.")
+        var trustDomain: String?
+
+        @Option(help: "HOST:PORT for the agent API (default 127.0.0.1:8081).")
+        var listen: String?
+
+        @Option(name: .customLong("admin-socket"), help: "The admin API's Unix socket (default DATA_DIR/admin.sock).")
+        var adminSocket: String?
+
+        @Option(name: .customLong("admin-uid"), help: "A uid besides root allowed to use the admin API (repeatable).")
+        var adminUIDs: [UInt32] = []
+
+        @Option(name: .customLong("ca-key-type"), help: "p256 or p384.")
+        var caKeyType: String?
+
+        @Option(name: .customLong("ca-ttl"), help: "CA key life in seconds (default 86400).")
+        var caTTL: Int?
+
+        @Option(name: .customLong("default-x509-ttl"), help: "X509-SVID TTL for entries that set none (default 3600).")
+        var defaultX509TTL: Int?
+
+        @Option(name: .customLong("default-jwt-ttl"), help: "JWT-SVID TTL for entries that set none (default 300).")
+        var defaultJWTTTL: Int?
+
+        @Option(name: .customLong("upstream-ca-cert"), help: "An upstream CA certificate (PEM) that signs this server's CA.")
+        var upstreamCACert: String?
+
+        @Option(name: .customLong("upstream-ca-key"), help: "The upstream CA's private key (PEM).")
+        var upstreamCAKey: String?
+
+        @Option(help: "A JSON file with any of these settings (snake_case keys); flags win.")
+        var config: String?
+
+        @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error.")
+        var logLevel: String = "info"
+
+        func run() async throws {
+            let file = try config.map(ServerConfigFile.load) ?? ServerConfigFile()
+            guard let dataDir = dataDir ?? file.data_dir else { throw ValidationError("--data-dir is required (or data_dir in --config)") }
+            guard let domainText = trustDomain ?? file.trust_domain else {
+                throw ValidationError("--trust-domain is required (or trust_domain in --config)")
+            }
+            let domain: TrustDomain
+            do { domain = try TrustDomain(domainText) } catch let error as SPIFFEError {
+                throw ValidationError("--trust-domain: \(error.message)")
+            }
+            var settings = ServerConfig(dataDir: dataDir, trustDomain: domain)
+            if let listen = listen ?? file.listen {
+                let (host, port) = try HostPort.parse(listen, flag: "--listen")
+                settings.listenHost = host
+                settings.listenPort = port
+            }
+            settings.adminSocket = adminSocket ?? file.admin_socket
+            settings.adminUIDs = Set(adminUIDs + (file.admin_uids ?? []))
+            if let type = caKeyType ?? file.ca_key_type {
+                guard let keyType = X509CA.KeyType(rawValue: type) else { throw ValidationError("--ca-key-type: must be p256 or p384, not '\(type)'") }
+                settings.caKeyType = keyType
+            }
+            if let ttl = caTTL ?? file.ca_ttl {
+                guard ttl >= 600 else { throw ValidationError("--ca-ttl: must be at least 600 seconds") }
+                settings.caTTL = TimeInterval(ttl)
+            }
+            if let ttl = defaultX509TTL ?? file.default_x509_svid_ttl {
+                guard (1...ServerConfig.maximumX509SVIDTTL).contains(ttl) else {
+                    throw ValidationError("--default-x509-ttl: must be 1 to \(ServerConfig.maximumX509SVIDTTL) seconds")
+                }
+                settings.defaultX509SVIDTTL = TimeInterval(ttl)
+            }
+            if let ttl = defaultJWTTTL ?? file.default_jwt_svid_ttl {
+                guard (1...ServerConfig.maximumJWTSVIDTTL).contains(ttl) else {
+                    throw ValidationError("--default-jwt-ttl: must be 1 to \(ServerConfig.maximumJWTSVIDTTL) seconds")
+                }
+                settings.defaultJWTSVIDTTL = TimeInterval(ttl)
+            }
+            settings.upstreamCACert = upstreamCACert ?? file.upstream_ca_cert
+            settings.upstreamCAKey = upstreamCAKey ?? file.upstream_ca_key
+            guard (settings.upstreamCACert == nil) == (settings.upstreamCAKey == nil) else {
+                throw ValidationError("--upstream-ca-cert and --upstream-ca-key go together")
+            }
+            let logger = try LogSetup.make(label: "hallmark.server", level: logLevel)
+            let group = ServiceGroup(
+                configuration: .init(
+                    services: [.init(service: HallmarkServer(config: settings, logger: logger))],
+                    gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+                )
+            )
+            do {
+                try await group.run()
+            } catch {
+                throw CLIOutput.fail("server: \(error)")
+            }
+        }
+    }
+}
+
+/// The server's --config file: the flags' settings, snake_case.
+struct ServerConfigFile: Decodable {
+    var data_dir: String?
+    var trust_domain: String?
+    var listen: String?
+    var admin_socket: String?
+    var admin_uids: [UInt32]?
+    var ca_key_type: String?
+    var ca_ttl: Int?
+    var default_x509_svid_ttl: Int?
+    var default_jwt_svid_ttl: Int?
+    var upstream_ca_cert: String?
+    var upstream_ca_key: String?
+
+    static func load(_ path: String) throws -> ServerConfigFile {
+        let data = try CLIOutput.readFile(path, flag: "--config")
+        do {
+            let decoder = JSONDecoder()
+            return try decoder.decode(ServerConfigFile.self, from: data)
+        } catch {
+            throw ValidationError("--config \(path): not a JSON object of server settings: \(error)")
+        }
+    }
+}
+
+enum HostPort {
+    static func parse(_ text: String, flag: String) throws -> (String, Int) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
+            throw ValidationError("\(flag): '\(text)' is not HOST:PORT with a port from 1 to 65535")
+        }
+        let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+        guard !host.isEmpty else { throw ValidationError("\(flag): '\(text)' has no host") }
+        return (host, port)
+    }
+}
+
+enum LogSetup {
+    static func make(label: String, level: String) throws -> Logger {
+        guard let parsed = Logger.Level(rawValue: level) else {
+            throw ValidationError("--log-level: must be one of \(Logger.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = parsed
+            return handler
+        }
+        var logger = Logger(label: label)
+        logger.logLevel = parsed
+        return logger
+    }
+}

@@ -1,0 +1,184 @@
+// Signing X509-SVIDs from CSRs: the profile, the caps, and the CSRs that are refused.
+
+import Crypto
+import _CryptoExtras
+import Foundation
+import SwiftASN1
+import Testing
+import X509
+import HallmarkCA
+import HallmarkTestSupport
+import SPIFFE
+
+@Suite("X509-SVID signing")
+struct X509SVIDSignerTests {
+    let td = try! TrustDomain("example.org")
+    let id = try! SPIFFEID(parsing: "spiffe://example.org/model/llama")
+
+    static func csr(_ key: Certificate.PrivateKey, algorithm: Certificate.SignatureAlgorithm = .ecdsaWithSHA256) throws -> [UInt8] {
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: try DistinguishedName { CommonName("ignored") }, privateKey: key,
+            attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: algorithm
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(csr)
+        return serializer.serializedBytes
+    }
+
+    @Test("the leaf has the SPIFFE profile and verifies", arguments: X509CA.KeyType.allCases)
+    func profile(_ keyType: X509CA.KeyType) async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, keyType: keyType, ttl: 86400, now: TestClock.now)
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let chain = try await ca.signX509SVID(
+            X509SVIDParams(csr: try Self.csr(key), spiffeID: id, dnsNames: ["llama.example.org"], ttl: 3600, now: TestClock.now)
+        )
+        #expect(chain.count == 1)
+        let leaf = chain[0]
+        #expect(leaf.publicKey == key.publicKey)
+        #expect(leaf.notValidBefore == TestClock.now.addingTimeInterval(-10))
+        #expect(leaf.notValidAfter == TestClock.now.addingTimeInterval(3600))
+        #expect(leaf.serialNumber.bytes.count == 16)
+        let usage = try #require(leaf.extensions[oid: .X509ExtensionID.keyUsage])
+        #expect(usage.critical)
+        #expect(try leaf.extensions.keyUsage == KeyUsage(digitalSignature: true))
+        #expect(try leaf.extensions.basicConstraints == .notCertificateAuthority)
+        #expect(try leaf.extensions.extendedKeyUsage?.contains(.clientAuth) == true)
+        #expect(try leaf.extensions.subjectKeyIdentifier != nil)
+        #expect(try leaf.extensions.authorityKeyIdentifier?.keyIdentifier == (try ca.certificate.extensions.subjectKeyIdentifier)?.keyIdentifier)
+        let names = try #require(try leaf.extensions.subjectAlternativeNames)
+        #expect(Array(names) == [.uniformResourceIdentifier(id.description), .dnsName("llama.example.org")])
+        let verified = try await X509SVIDVerifier(bundles: X509Bundle(trustDomain: td, authorities: [ca.certificate])).verify(chain, at: TestClock.now)
+        #expect(verified.id == id)
+    }
+
+    @Test("the SPIFFE ID comes from the request, never the CSR's subject")
+    func idFromRequest() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
+        let chain = try await ca.signX509SVID(
+            X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now)
+        )
+        #expect(!chain[0].subject.description.contains("ignored"))
+    }
+
+    @Test("NotAfter is capped by the signing certificate")
+    func cappedByCA() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 600, now: TestClock.now)
+        let chain = try await ca.signX509SVID(
+            X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P384.Signing.PrivateKey())), spiffeID: id, ttl: 86400, now: TestClock.now)
+        )
+        #expect(chain[0].notValidAfter == ca.certificate.notValidAfter)
+    }
+
+    @Test("serials are random")
+    func randomSerials() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
+        let csr = try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey()))
+        var serials = Set<[UInt8]>()
+        for _ in 0..<20 {
+            serials.insert(try await ca.signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))[0].serialNumber.bytes.map { $0 })
+        }
+        #expect(serials.count == 20)
+    }
+
+    @Test("an upstream CA makes the server CA an intermediate; the bundle holds the upstream root")
+    func upstream() async throws {
+        let root = try TestCA.root()
+        let ca = try X509CA.intermediate(
+            trustDomain: td, ttl: 86400, now: TestClock.now, upstreamCertificate: root.certificate, upstreamKey: root.key
+        )
+        #expect(ca.isUpstreamSigned)
+        #expect(ca.anchor == root.certificate)
+        let chain = try await ca.signX509SVID(
+            X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now)
+        )
+        #expect(chain == [chain[0], ca.certificate])
+        _ = try await X509SVIDVerifier(bundles: X509Bundle(trustDomain: td, authorities: [root.certificate])).verify(chain, at: TestClock.now)
+        #expect(ca.certificate.notValidAfter <= root.certificate.notValidAfter)
+    }
+
+    @Test("a CSR whose signature does not match its key is refused")
+    func badSignature() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
+        var csr = try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey()))
+        csr[csr.count - 5] ^= 0x01
+        let error = await #expect(throws: CAError.self) {
+            try await ca.signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))
+        }
+        #expect(error?.message.contains("csr:") == true)
+    }
+
+    @Test("an RSA key under 2048 bits is refused; 2048 is accepted")
+    func rsaSizes() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
+        let small = try _RSA.Signing.PrivateKey(unsafeKeySize: .init(bitCount: 1024))
+        let error = await #expect(throws: CAError.self) {
+            try await ca.signX509SVID(
+                X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(small), algorithm: .sha256WithRSAEncryption), spiffeID: id, ttl: 60, now: TestClock.now)
+            )
+        }
+        #expect(error?.message.contains("at least 2048 bits") == true, "\(String(describing: error))")
+        let big = try _RSA.Signing.PrivateKey(keySize: .bits2048)
+        let chain = try await ca.signX509SVID(
+            X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(big), algorithm: .sha256WithRSAEncryption), spiffeID: id, ttl: 60, now: TestClock.now)
+        )
+        #expect(chain[0].publicKey == Certificate.PrivateKey(big).publicKey)
+    }
+
+    @Test("an Ed25519 key is refused, and so is garbage")
+    func otherKeys() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
+        let ed = try Self.csr(Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), algorithm: .ed25519)
+        await #expect(throws: CAError.self) { try await ca.signX509SVID(X509SVIDParams(csr: ed, spiffeID: id, ttl: 60, now: TestClock.now)) }
+        await #expect(throws: CAError.self) { try await ca.signX509SVID(X509SVIDParams(csr: [0x30, 0x00], spiffeID: id, ttl: 60, now: TestClock.now)) }
+    }
+
+    @Test("an expired CA issues nothing")
+    func expiredCA() async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, ttl: 600, now: TestClock.now)
+        await #expect(throws: CAError.self) {
+            try await ca.signX509SVID(
+                X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now.addingTimeInterval(3600))
+            )
+        }
+    }
+}
+
+@Suite("JWT-SVID signing")
+struct JWTSignerTests {
+    @Test("a signed token validates with the bundle's authority")
+    func roundTrip() throws {
+        let key = JWTSigningKey.generate(notAfter: TestClock.now.addingTimeInterval(86400))
+        let id = try SPIFFEID(parsing: "spiffe://example.org/svc")
+        let signed = try key.sign(spiffeID: id, audience: ["a", "b"], ttl: 300, now: TestClock.now)
+        let bundle = try JWTBundle(trustDomain: id.trustDomain, authorities: [key.authority])
+        let svid = try JWTSVID(parsing: signed.token, bundles: bundle, audience: "b", at: TestClock.now)
+        #expect(svid.id == id)
+        #expect(svid.keyID == key.keyID)
+        #expect(svid.expiresAt == TestClock.now.addingTimeInterval(300))
+        #expect(signed.expiresAt == svid.expiresAt)
+    }
+
+    @Test("expiry is capped by the key's own life, and an empty audience is refused")
+    func caps() throws {
+        let key = JWTSigningKey.generate(notAfter: TestClock.now.addingTimeInterval(60))
+        let id = try SPIFFEID(parsing: "spiffe://example.org/svc")
+        #expect(try key.sign(spiffeID: id, audience: ["a"], ttl: 300, now: TestClock.now).expiresAt == TestClock.now.addingTimeInterval(60))
+        #expect(throws: CAError.self) { try key.sign(spiffeID: id, audience: [], ttl: 300, now: TestClock.now) }
+    }
+}
+
+@Suite("CA key files")
+struct KeyFileTests {
+    @Test("keys are written 0600 and read back")
+    func mode() throws {
+        let dir = try TemporaryDirectory("keys")
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        try KeyFile.ensurePrivateDirectory(dir.path("keys"))
+        try KeyFile.write(key, to: dir.path("keys/ca.key"))
+        let attributes = try FileManager.default.attributesOfItem(atPath: dir.path("keys/ca.key"))
+        #expect((attributes[.posixPermissions] as? NSNumber)?.intValue == 0o600)
+        let folder = try FileManager.default.attributesOfItem(atPath: dir.path("keys"))
+        #expect((folder[.posixPermissions] as? NSNumber)?.intValue == 0o700)
+        #expect(try KeyFile.readPrivateKey(dir.path("keys/ca.key")).publicKey == key.publicKey)
+    }
+}

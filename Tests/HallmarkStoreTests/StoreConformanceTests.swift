@@ -1,0 +1,255 @@
+// The conformance suite every Store backend must pass. Each test runs against every backend in
+// `StoreBackends.all`; a PostgreSQL backend joins by adding itself there.
+
+import Foundation
+import Testing
+import HallmarkAttestation
+import HallmarkStore
+import HallmarkTestSupport
+import SPIFFE
+
+struct StoreBackend: Sendable, CustomStringConvertible {
+    let description: String
+    let make: @Sendable (TemporaryDirectory) throws -> any Store
+}
+
+enum StoreBackends {
+    static let all: [StoreBackend] = [
+        StoreBackend(description: "SQLite") { dir in try SQLiteStore(path: dir.path("store.db")) }
+    ]
+}
+
+@Suite("Store conformance")
+struct StoreConformanceTests {
+    static let now = TestClock.now
+
+    static func entry(_ path: String, parent: String = "/node/a", selectors: [String] = ["unix:uid:1000"]) throws -> RegistrationEntry {
+        RegistrationEntry(
+            spiffeID: try SPIFFEID(parsing: "spiffe://example.org\(path)"), parentID: try SPIFFEID(parsing: "spiffe://example.org\(parent)"),
+            selectors: try selectors.map(Selector.init(parsing:)), x509SVIDTTL: 600, dnsNames: ["a.example.org", "b.example.org"],
+            hint: "h", createdAt: now
+        )
+    }
+
+    static func audit(_ action: String, _ target: String = "t") -> AuditEvent {
+        AuditEvent(time: now, callerUID: 0, action: action, target: target)
+    }
+
+    @Test("an entry round-trips with every field", arguments: StoreBackends.all)
+    func entryRoundTrip(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        var entry = try Self.entry("/model/llama", selectors: ["unix:uid:1000", "gpu:model:H100"])
+        entry.expiresAt = Self.now.addingTimeInterval(3600)
+        entry.admin = true
+        _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+        let fetched = try await store.entries(matching: EntryFilter(id: entry.id))
+        #expect(fetched == [entry])
+    }
+
+    @Test("filters by SPIFFE ID, parent and selectors", arguments: StoreBackends.all)
+    func filters(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let a = try Self.entry("/a", parent: "/node/1", selectors: ["unix:uid:1", "unix:gid:1"])
+        let b = try Self.entry("/b", parent: "/node/1", selectors: ["unix:uid:2"])
+        let c = try Self.entry("/a", parent: "/node/2", selectors: ["unix:uid:1"])
+        for entry in [a, b, c] { _ = try await store.createEntry(entry, audit: Self.audit("entry.create")) }
+        #expect(Set(try await store.entries(matching: .all).map(\.id)) == [a.id, b.id, c.id])
+        #expect(Set(try await store.entries(matching: EntryFilter(spiffeID: a.spiffeID)).map(\.id)) == [a.id, c.id])
+        #expect(try await store.entries(matching: EntryFilter(parentID: b.parentID)).map(\.id).sorted() == [a.id, b.id].sorted())
+        let bothSelectors = EntryFilter(selectors: [try Selector(parsing: "unix:uid:1"), try Selector(parsing: "unix:gid:1")])
+        #expect(try await store.entries(matching: bothSelectors).map(\.id) == [a.id])
+        #expect(try await store.entries(matching: EntryFilter(id: "nope")).isEmpty)
+    }
+
+    @Test("an identical entry is refused as already existing, whatever the selector order", arguments: StoreBackends.all)
+    func duplicate(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        _ = try await store.createEntry(try Self.entry("/a", selectors: ["x:1", "y:2"]), audit: Self.audit("entry.create"))
+        await #expect(throws: StoreError.self) {
+            try await store.createEntry(try Self.entry("/a", selectors: ["y:2", "x:1"]), audit: Self.audit("entry.create"))
+        }
+        // A different selector set is a different entry.
+        _ = try await store.createEntry(try Self.entry("/a", selectors: ["x:1"]), audit: Self.audit("entry.create"))
+        #expect(try await store.entries(matching: .all).count == 2)
+        #expect(try await store.auditRecords(after: 0, limit: 10).count == 2, "a refused write is not audited")
+    }
+
+    @Test("update bumps the revision and honours the expected one", arguments: StoreBackends.all)
+    func update(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        var entry = try Self.entry("/a")
+        _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+        entry.selectors = [try Selector(parsing: "unix:uid:7")]
+        entry.dnsNames = []
+        let updated = try await store.updateEntry(entry, audit: Self.audit("entry.update"))
+        #expect(updated.revisionNumber == 1)
+        #expect(try await store.entries(matching: EntryFilter(id: entry.id)) == [updated])
+        var stale = updated
+        stale.revisionNumber = 7
+        let error = await #expect(throws: StoreError.self) { try await store.updateEntry(stale, audit: Self.audit("entry.update")) }
+        #expect(error?.code == .revisionMismatch)
+        var missing = updated
+        missing.id = "missing"
+        let notFound = await #expect(throws: StoreError.self) { try await store.updateEntry(missing, audit: Self.audit("entry.update")) }
+        #expect(notFound?.code == .notFound)
+    }
+
+    @Test("delete removes the entry, its selectors and DNS names", arguments: StoreBackends.all)
+    func delete(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let entry = try Self.entry("/a")
+        _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+        #expect(try await store.deleteEntry(id: entry.id, audit: Self.audit("entry.delete")) == entry)
+        #expect(try await store.entries(matching: .all).isEmpty)
+        #expect(try await store.entries(matching: EntryFilter(selectors: entry.selectors)).isEmpty)
+        let error = await #expect(throws: StoreError.self) { try await store.deleteEntry(id: entry.id, audit: Self.audit("entry.delete")) }
+        #expect(error?.code == .notFound)
+        // The same entry can be created again afterwards.
+        _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+    }
+
+    @Test("expired entries are pruned and audited", arguments: StoreBackends.all)
+    func prune(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        var soon = try Self.entry("/soon")
+        soon.expiresAt = Self.now.addingTimeInterval(60)
+        let never = try Self.entry("/never")
+        _ = try await store.createEntry(soon, audit: Self.audit("entry.create"))
+        _ = try await store.createEntry(never, audit: Self.audit("entry.create"))
+        #expect(try await store.pruneExpiredEntries(at: Self.now).isEmpty)
+        #expect(try await store.pruneExpiredEntries(at: Self.now.addingTimeInterval(60)).map(\.id) == [soon.id])
+        #expect(try await store.entries(matching: .all).map(\.id) == [never.id])
+        #expect(try await store.auditRecords(after: 0, limit: 10).last?.event.action == "entry.expire")
+    }
+
+    @Test("a join token is single-use and expires", arguments: StoreBackends.all)
+    func joinTokens(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let token = JoinToken.generate()
+        let record = JoinTokenRecord(
+            id: JoinToken.id(of: token), tokenHash: JoinToken.hash(token), spiffeID: nil,
+            expiresAt: Self.now.addingTimeInterval(600), createdAt: Self.now
+        )
+        try await store.createJoinToken(record, audit: Self.audit("token.create"))
+        let redeemed = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: Self.now)
+        #expect(redeemed.id == record.id)
+        let reuse = await #expect(throws: StoreError.self) { try await store.redeemJoinToken(hash: JoinToken.hash(token), at: Self.now) }
+        #expect(reuse?.code == .tokenUsed)
+        let unknown = await #expect(throws: StoreError.self) { try await store.redeemJoinToken(hash: JoinToken.hash("nope"), at: Self.now) }
+        #expect(unknown?.code == .notFound)
+
+        let late = JoinToken.generate()
+        try await store.createJoinToken(
+            JoinTokenRecord(id: JoinToken.id(of: late), tokenHash: JoinToken.hash(late), spiffeID: nil, expiresAt: Self.now.addingTimeInterval(600), createdAt: Self.now),
+            audit: Self.audit("token.create")
+        )
+        let expired = await #expect(throws: StoreError.self) {
+            try await store.redeemJoinToken(hash: JoinToken.hash(late), at: Self.now.addingTimeInterval(600))
+        }
+        #expect(expired?.code == .tokenExpired)
+    }
+
+    @Test("attested nodes are saved, replaced and listed", arguments: StoreBackends.all)
+    func nodes(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let id = try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/join-token/abc")
+        var node = AttestedNode(
+            spiffeID: id, attestationType: "join-token", serialNumber: "01", expiresAt: Self.now.addingTimeInterval(3600),
+            attestedAt: Self.now, selectors: [try Selector(parsing: "join-token:id:abc")]
+        )
+        try await store.saveAttestedNode(node, audit: Self.audit("agent.attest"))
+        #expect(try await store.attestedNode(id) == node)
+        node.serialNumber = "02"
+        node.banned = true
+        node.selectors = []
+        try await store.saveAttestedNode(node, audit: Self.audit("agent.renew"))
+        #expect(try await store.attestedNodes() == [node])
+    }
+
+    @Test("authorities keep their material and change state", arguments: StoreBackends.all)
+    func authorities(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        var record = AuthorityRecord(
+            authorityID: "a1", kind: .x509, state: .active, notBefore: Self.now, notAfter: Self.now.addingTimeInterval(86400),
+            material: [1, 2, 3], keyFile: "x509-a1.key", createdAt: Self.now
+        )
+        try await store.saveAuthority(record, audit: Self.audit("authority.activate"))
+        record.state = .old
+        try await store.saveAuthority(record, audit: Self.audit("authority.retire"))
+        #expect(try await store.authorities() == [record])
+        #expect(try await store.bundleSequence() == 0)
+        #expect(try await store.nextBundleSequence() == 1)
+        #expect(try await store.nextBundleSequence() == 2)
+        #expect(try await store.bundleSequence() == 2)
+    }
+
+    @Test("the audit chain verifies, and names the first record altered", arguments: StoreBackends.all)
+    func auditChain(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        try await store.appendAudit((1...5).map { Self.audit("x509.mint", "t\($0)") })
+        let records = try await store.auditRecords(after: 0, limit: 100)
+        #expect(records.map(\.sequence) == [1, 2, 3, 4, 5])
+        #expect(records[1].previousHash == records[0].hash)
+        #expect(try await store.verifyAudit() == AuditVerification(records: 5))
+
+        var altered = records
+        altered[2].event.target = "forged"
+        #expect(AuditChain.verify(altered).firstBadSequence == 3)
+        var removed = records
+        removed.remove(at: 1)
+        #expect(AuditChain.verify(removed).firstBadSequence == 3)
+        var rehashed = records
+        rehashed[2].event.target = "forged"
+        rehashed[2].hash = AuditChain.hash(sequence: 3, event: rehashed[2].event, previousHash: rehashed[2].previousHash)
+        #expect(AuditChain.verify(rehashed).firstBadSequence == 4, "re-hashing one record breaks the next link")
+    }
+
+    @Test("every mutation lands in the change log, in order", arguments: StoreBackends.all)
+    func changeLog(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let start = try await store.latestChange()
+        let entry = try Self.entry("/a")
+        _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+        _ = try await store.deleteEntry(id: entry.id, audit: Self.audit("entry.delete"))
+        let changes = try await store.changes(after: start)
+        #expect(changes.map(\.key) == [entry.id, entry.id])
+        #expect(changes.map(\.kind) == [.entry, .entry])
+        #expect(try await store.changes(after: changes[0].sequence).count == 1)
+    }
+
+    @Test("data survives reopening the store", arguments: StoreBackends.all)
+    func persistence(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let entry = try Self.entry("/a")
+        do {
+            let store = try backend.make(dir)
+            _ = try await store.createEntry(entry, audit: Self.audit("entry.create"))
+        }
+        let reopened = try backend.make(dir)
+        #expect(try await reopened.entries(matching: .all) == [entry])
+        #expect(try await reopened.verifyAudit().records == 1)
+    }
+}
