@@ -27,12 +27,18 @@ let transport: [Target.Dependency] = [
     .product(name: "NIOHTTP2", package: "swift-nio-http2"),
 ]
 
+let tls: [Target.Dependency] = [
+    .product(name: "NIOSSL", package: "swift-nio-ssl"),
+    .product(name: "NIOCertificateReloading", package: "swift-nio-extras"),
+]
+
 let package = Package(
     name: "Hallmark",
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "SPIFFE", targets: ["SPIFFE"]),
         .library(name: "SPIFFEWorkloadAPI", targets: ["SPIFFEWorkloadAPI"]),
+        .library(name: "SPIFFETLS", targets: ["SPIFFETLS"]),
         .executable(name: "hallmark", targets: ["hallmark"]),
     ],
     dependencies: [
@@ -43,6 +49,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-http2", from: "1.46.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/grpc/grpc-swift-2", from: "2.4.0"),
@@ -54,7 +62,13 @@ let package = Package(
         // The SPIFFE core: IDs, bundles, SVIDs, verification, authorizers. Parsing only, no I/O.
         .target(name: "SPIFFE", dependencies: crypto, swiftSettings: strict),
         // The SPIFFE Workload API: generated wire code, and the client built on it.
-        .target(name: "SPIFFEWorkloadAPI", dependencies: ["SPIFFE"] + grpc, swiftSettings: strict),
+        .target(name: "SPIFFEWorkloadAPI", dependencies: ["SPIFFE"] + grpc + transport, swiftSettings: strict),
+        // TLS by the SPIFFE rules: peer verification against bundles, the local SVID rotated in place.
+        .target(
+            name: "SPIFFETLS",
+            dependencies: ["SPIFFE", .product(name: "NIOCore", package: "swift-nio")] + tls + crypto,
+            swiftSettings: strict
+        ),
         // Wire types of the admin and agent APIs, shared by the server, the agent and the CLI.
         .target(name: "HallmarkProto", dependencies: grpc, swiftSettings: strict),
         // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
@@ -73,16 +87,26 @@ let package = Package(
         .target(
             name: "HallmarkServer",
             dependencies: [
-                "SPIFFE", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
+                "SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ] + crypto + grpc + transport,
+            ] + crypto + grpc + transport + tls,
+            swiftSettings: strict
+        ),
+        // The node agent: attestation client, entry sync, SVID cache and rotation, the Workload API.
+        .target(
+            name: "HallmarkAgent",
+            dependencies: [
+                "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ] + crypto + grpc + transport + tls,
             swiftSettings: strict
         ),
         .executableTarget(
             name: "hallmark",
             dependencies: [
-                "SPIFFE", "HallmarkProto", "HallmarkServer",
+                "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + crypto + grpc + transport,

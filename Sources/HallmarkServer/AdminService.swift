@@ -18,6 +18,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     let config: ServerConfig
     let store: any Store
     let ca: CAManager
+    let events: EntryEvents
     let logger: Logger
     let now: @Sendable () -> Date
 
@@ -44,6 +45,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let created = try await store.createEntry(
                 entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.create", target: entry.id, detail: entry.spiffeID.description)
             )
+            events.changed()
             return Admin_Entry(created)
         }
     }
@@ -60,6 +62,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let updated = try await store.updateEntry(
                 entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.update", target: entry.id, detail: entry.spiffeID.description)
             )
+            events.changed()
             return Admin_Entry(updated)
         }
     }
@@ -71,6 +74,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let deleted = try await store.deleteEntry(
                 id: request.message.id, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id)
             )
+            events.changed()
             return Admin_DeleteEntryResponse.with { $0.entry = Admin_Entry(deleted) }
         }
     }
@@ -126,6 +130,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 JoinTokenRecord(id: tokenID, tokenHash: JoinToken.hash(token), spiffeID: alias, expiresAt: expiresAt, createdAt: time),
                 audit: AuditEvent(time: time, callerUID: uid, action: "token.create", target: tokenID, detail: alias?.description ?? "")
             )
+            if alias != nil { events.changed() }
             return Admin_JoinToken.with {
                 $0.token = token
                 $0.id = tokenID

@@ -1,14 +1,19 @@
-// The server process: data directory, store, CA, and the admin API on its Unix socket, run as one
-// service that shuts down gracefully on SIGTERM and SIGINT.
+// The server process: data directory, store, CA, the admin API on its Unix socket and the agent
+// API on TCP with mTLS, run as one service that shuts down gracefully on SIGTERM and SIGINT.
 
 public import Foundation
+import Crypto
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HallmarkCA
 import HallmarkPeerCredentials
 import HallmarkStore
 public import Logging
+import SPIFFE
+import SPIFFETLS
 public import ServiceLifecycle
+import SwiftASN1
+import X509
 
 public struct HallmarkServer: Service {
     private let config: ServerConfig
@@ -20,13 +25,14 @@ public struct HallmarkServer: Service {
     }
 
     public func run() async throws {
-        try prepareDataDirectory()
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let store = try SQLiteStore(path: config.databasePath)
         let ca = CAManager(config: config, store: store, logger: logger)
         try await ca.start(now: Date())
+        let events = EntryEvents()
 
         let socketPath = config.adminSocketPath
-        try prepareSocketPath(socketPath)
+        try Self.prepareSocketPath(socketPath)
         let adminUIDs = config.adminUIDs
         let logger = self.logger
         let admin = GRPCServer(
@@ -34,7 +40,7 @@ public struct HallmarkServer: Service {
                 address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
                 config: PeerCredentials.serverTransportConfig()
             ),
-            services: [AdminService(config: config, store: store, ca: ca, logger: logger, now: { Date() })],
+            services: [AdminService(config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() })],
             interceptors: [
                 PeerCredentialsInterceptor { credentials, method in
                     guard credentials.uid == 0 || adminUIDs.contains(credentials.uid) else {
@@ -48,29 +54,78 @@ public struct HallmarkServer: Service {
             ]
         )
 
+        let serverSVID = try await Self.issueServerSVID(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL)
+        let reloader = try SVIDCertificateReloader(serverSVID)
+        let agentAPI = GRPCServer(
+            transport: .http2NIOPosix(
+                address: .ipv4(host: config.listenHost, port: config.listenPort),
+                transportSecurity: try .mTLS(certificateReloader: reloader) { tls in
+                    // Agents without an SVID yet present a self-signed certificate to attest; every
+                    // other call verifies the presented chain itself (AgentService.callingAgent).
+                    tls.clientCertificateVerification = .noHostnameVerification
+                    tls.customVerificationCallback = SPIFFEPeerVerification.possessionOnly
+                }
+            ),
+            services: [AgentService(config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() })]
+        )
+
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await admin.serve() }
+                group.addTask { try await agentAPI.serve() }
+                group.addTask { try await Self.renewServerSVID(reloader: reloader, ca: ca, config: config, logger: logger) }
                 if let address = try await admin.listeningAddress, address.unixDomainSocket != nil {
                     // Connecting needs write permission: owner and group only, never others.
                     chmod(socketPath, 0o660)
                 }
+                let agentAddress = try await agentAPI.listeningAddress?.ipv4.map { "\($0.host):\($0.port)" } ?? "?"
                 logger.info(
                     "hallmark server listening",
-                    metadata: ["trust_domain": "\(config.trustDomain)", "admin_socket": "\(socketPath)", "data_dir": "\(config.dataDir)"]
+                    metadata: [
+                        "trust_domain": "\(config.trustDomain)", "agent_api": "\(agentAddress)", "admin_socket": "\(socketPath)",
+                        "data_dir": "\(config.dataDir)",
+                    ]
                 )
             }
         } onGracefulShutdown: {
             logger.info("hallmark server shutting down")
             admin.beginGracefulShutdown()
+            agentAPI.beginGracefulShutdown()
         }
     }
 
-    private func prepareDataDirectory() throws {
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    /// The server's own SVID, `spiffe://TD/hallmark/server`, presented to agents.
+    static func issueServerSVID(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval) async throws -> X509SVID {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(csr)
+        let chain = try await ca.activeX509().signX509SVID(
+            X509SVIDParams(csr: serializer.serializedBytes, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
+        )
+        return try X509SVID(certificates: chain, privateKey: key)
     }
 
-    private func prepareSocketPath(_ path: String) throws {
+    /// Renews the server's SVID at half of its life; new handshakes present the new one.
+    static func renewServerSVID(reloader: SVIDCertificateReloader, ca: CAManager, config: ServerConfig, logger: Logger) async throws {
+        while !Task.isCancelled {
+            let current = reloader.current
+            let half = current.leaf.notValidBefore.addingTimeInterval(current.expiresAt.timeIntervalSince(current.leaf.notValidBefore) / 2)
+            try await Task.sleep(for: .seconds(max(1, half.timeIntervalSinceNow)))
+            do {
+                try reloader.update(try await issueServerSVID(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL))
+                logger.info("renewed the server SVID")
+            } catch {
+                logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .seconds(5))
+            }
+        }
+    }
+
+    private static func prepareSocketPath(_ path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         // A socket file left by a previous run would make bind fail.

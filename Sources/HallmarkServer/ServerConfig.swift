@@ -21,6 +21,8 @@ public struct ServerConfig: Sendable {
     public var defaultX509SVIDTTL: TimeInterval = 3600
     /// The JWT-SVID TTL for entries that set none (SPIRE: 5 min).
     public var defaultJWTSVIDTTL: TimeInterval = 300
+    /// The life of an agent's own SVID.
+    public var agentSVIDTTL: TimeInterval = 3600
     /// Join tokens' default life (SPIRE: 10 min).
     public var joinTokenTTL: TimeInterval = 600
     /// An upstream CA (certificate and key PEM files) that makes the server's CA an intermediate.

@@ -216,7 +216,7 @@ struct X509Command: AsyncParsableCommand {
 }
 
 struct JWTCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "jwt", abstract: "JWT-SVIDs.", subcommands: [Mint.self])
+    static let configuration = CommandConfiguration(commandName: "jwt", abstract: "JWT-SVIDs.", subcommands: [Mint.self, JWTFetch.self, JWTValidate.self])
 
     struct Mint: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Mint a JWT-SVID.")

@@ -10,7 +10,7 @@ struct Hallmark: AsyncParsableCommand {
         version: HallmarkVersion.current,
         subcommands: [
             ServerCommand.self, TokenCommand.self, EntryCommand.self, AgentCommand.self, BundleCommand.self,
-            AuthorityCommand.self, X509Command.self, JWTCommand.self, AuditCommand.self, SVIDCommand.self,
+            AuthorityCommand.self, X509Command.self, JWTCommand.self, AuditCommand.self, SVIDCommand.self, Healthcheck.self,
         ]
     )
 }
@@ -23,6 +23,6 @@ enum HallmarkVersion {
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent", abstract: "Attested agents.",
-        subcommands: [AgentAdmin.List.self, AgentAdmin.Show.self]
+        subcommands: [AgentRunCommand.self, AgentAdmin.List.self, AgentAdmin.Show.self]
     )
 }

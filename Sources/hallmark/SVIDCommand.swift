@@ -9,7 +9,7 @@ struct SVIDCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "svid",
         abstract: "Work with X509-SVIDs.",
-        subcommands: [Verify.self]
+        subcommands: [SVIDFetch.self, SVIDWatch.self, Verify.self]
     )
 
     struct Verify: AsyncParsableCommand {

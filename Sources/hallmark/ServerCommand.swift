@@ -70,7 +70,7 @@ struct ServerCommand: AsyncParsableCommand {
             }
             var settings = ServerConfig(dataDir: dataDir, trustDomain: domain)
             if let listen = listen ?? file.listen {
-                let (host, port) = try HostPort.parse(listen, flag: "--listen")
+                let (host, port) = try HostPort.parse(listen, flag: "--listen", allowAnyPort: true)
                 settings.listenHost = host
                 settings.listenPort = port
             }
@@ -143,9 +143,11 @@ struct ServerConfigFile: Decodable {
 }
 
 enum HostPort {
-    static func parse(_ text: String, flag: String) throws -> (String, Int) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else {
-            throw ValidationError("\(flag): '\(text)' is not HOST:PORT with a port from 1 to 65535")
+    /// Parses HOST:PORT; `allowAnyPort` accepts port 0 (listen on any free port).
+    static func parse(_ text: String, flag: String, allowAnyPort: Bool = false) throws -> (String, Int) {
+        let lowest = allowAnyPort ? 0 : 1
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (lowest...65535).contains(port) else {
+            throw ValidationError("\(flag): '\(text)' is not HOST:PORT with a port from \(lowest) to 65535")
         }
         let host = String(text[..<colon]).trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
         guard !host.isEmpty else { throw ValidationError("\(flag): '\(text)' has no host") }

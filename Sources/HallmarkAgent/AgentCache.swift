@@ -1,0 +1,137 @@
+// What the agent holds: the entries it is authorised for, an SVID for each, the bundle, and the
+// JWT-SVIDs it has fetched. Every change wakes the Workload API streams.
+
+public import Foundation
+public import HallmarkAttestation
+public import HallmarkProto
+public import SPIFFE
+import Synchronization
+
+/// One identity a workload may be given.
+public struct CachedIdentity: Sendable, Equatable {
+    public let entryID: String
+    public let spiffeID: SPIFFEID
+    public let selectors: [Selector]
+    public let hint: String
+    public let svid: X509SVID
+
+    public static func == (lhs: CachedIdentity, rhs: CachedIdentity) -> Bool {
+        lhs.entryID == rhs.entryID && lhs.svid.leaf == rhs.svid.leaf && lhs.hint == rhs.hint
+    }
+}
+
+public final class AgentCache: Sendable {
+    private struct State {
+        var entries: [AgentAPI_Entry] = []
+        var svids: [String: (revision: Int64, svid: X509SVID)] = [:]
+        var bundle: SPIFFEBundle?
+        var jwts: [String: (token: String, issuedAt: Date, expiresAt: Date)] = [:]
+        var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
+        var nextSubscriber = 0
+    }
+
+    private let state = Mutex(State())
+
+    public init() {}
+
+    /// Wakes every subscriber.
+    private func notify(_ state: inout State) {
+        for continuation in state.subscribers.values { continuation.yield() }
+    }
+
+    /// A stream of ticks, the first one immediate, then one per burst of changes.
+    public func subscribe() -> AsyncStream<Void> {
+        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
+        let id = state.withLock { state -> Int in
+            state.nextSubscriber += 1
+            state.subscribers[state.nextSubscriber] = continuation
+            return state.nextSubscriber
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
+        }
+        continuation.yield()
+        return stream
+    }
+
+    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
+
+    /// Replaces the entries and bundle with the server's latest; drops SVIDs of removed entries.
+    /// - Returns: the entries that need a (new) SVID.
+    @discardableResult
+    public func update(entries: [AgentAPI_Entry], bundle: SPIFFEBundle?) -> [AgentAPI_Entry] {
+        state.withLock { state in
+            state.entries = entries
+            if let bundle { state.bundle = bundle }
+            let ids = Set(entries.map(\.id))
+            state.svids = state.svids.filter { ids.contains($0.key) }
+            state.jwts = state.jwts.filter { ids.contains(String($0.key.split(separator: "|").first ?? "")) }
+            notify(&state)
+            return entries.filter { entry in
+                Self.wantsSVID(entry) && state.svids[entry.id]?.revision != entry.revisionNumber
+            }
+        }
+    }
+
+    /// Node aliases select agents, not workloads: no SVID is minted for them.
+    static func wantsSVID(_ entry: AgentAPI_Entry) -> Bool {
+        !entry.selectors.contains { $0.type == "spiffe_id" }
+    }
+
+    /// Stores SVIDs for entries (ignored for entries no longer held).
+    public func store(_ svids: [(entryID: String, revision: Int64, svid: X509SVID)]) {
+        guard !svids.isEmpty else { return }
+        state.withLock { state in
+            let ids = Set(state.entries.map(\.id))
+            for item in svids where ids.contains(item.entryID) {
+                state.svids[item.entryID] = (item.revision, item.svid)
+            }
+            notify(&state)
+        }
+    }
+
+    /// Entries whose SVID has passed half of its life (or is missing).
+    public func due(at time: Date) -> [AgentAPI_Entry] {
+        state.withLock { state in
+            state.entries.filter { entry in
+                guard Self.wantsSVID(entry) else { return false }
+                guard let svid = state.svids[entry.id]?.svid else { return true }
+                let start = svid.leaf.notValidBefore
+                return time >= start.addingTimeInterval(svid.expiresAt.timeIntervalSince(start) / 2)
+            }
+        }
+    }
+
+    public var bundle: SPIFFEBundle? { state.withLock { $0.bundle } }
+
+    /// Every identity whose entry's selectors are all among `selectors`, in the server's order.
+    public func identities(matching selectors: Set<Selector>) -> [CachedIdentity] {
+        state.withLock { state in
+            state.entries.compactMap { entry in
+                guard let svid = state.svids[entry.id]?.svid else { return nil }
+                let required = entry.selectors.compactMap { try? Selector(type: $0.type, value: $0.value) }
+                guard required.count == entry.selectors.count, selectors.satisfies(required) else { return nil }
+                return CachedIdentity(entryID: entry.id, spiffeID: svid.id, selectors: required, hint: entry.hint, svid: svid)
+            }
+        }
+    }
+
+    public var svidCount: Int { state.withLock { $0.svids.count } }
+
+    /// A cached JWT-SVID still before half of its life, if any.
+    public func jwt(entryID: String, audience: [String], at time: Date) -> String? {
+        state.withLock { state in
+            guard let cached = state.jwts[Self.jwtKey(entryID, audience)] else { return nil }
+            let half = cached.issuedAt.addingTimeInterval(cached.expiresAt.timeIntervalSince(cached.issuedAt) / 2)
+            return time < half ? cached.token : nil
+        }
+    }
+
+    public func storeJWT(entryID: String, audience: [String], token: String, issuedAt: Date, expiresAt: Date) {
+        state.withLock { $0.jwts[Self.jwtKey(entryID, audience)] = (token, issuedAt, expiresAt) }
+    }
+
+    private static func jwtKey(_ entryID: String, _ audience: [String]) -> String {
+        entryID + "|" + audience.sorted().joined(separator: "|")
+    }
+}

@@ -1,0 +1,78 @@
+// The agent's own SVID and key, kept in its data directory (mode 0600) so that a restarted agent
+// resumes without attesting again; workloads' keys never touch the disk.
+
+import Crypto
+import Foundation
+import SPIFFE
+import SwiftASN1
+import X509
+
+enum AgentIdentity {
+    static func load(_ config: AgentConfig, now: Date) -> X509SVID? {
+        guard let chain = try? String(contentsOfFile: config.agentSVIDPath, encoding: .utf8),
+            let key = try? String(contentsOfFile: config.agentKeyPath, encoding: .utf8),
+            let svid = try? X509SVID(chainPEM: chain, privateKeyPEM: key),
+            svid.expiresAt > now
+        else { return nil }
+        return svid
+    }
+
+    static func save(_ svid: X509SVID, _ config: AgentConfig) throws {
+        try write(svid.chainPEM, to: config.agentSVIDPath, mode: 0o644)
+        try write(try svid.privateKeyPEM(), to: config.agentKeyPath, mode: 0o600)
+    }
+
+    static func loadBundle(_ config: AgentConfig) -> SPIFFEBundle? {
+        guard let name = try? String(contentsOfFile: config.trustDomainPath, encoding: .utf8),
+            let trustDomain = try? TrustDomain(name.trimmingCharacters(in: .whitespacesAndNewlines)),
+            let data = FileManager.default.contents(atPath: config.bundlePath)
+        else { return nil }
+        return try? SPIFFEBundle(trustDomain: trustDomain, json: data)
+    }
+
+    static func saveBundle(_ bundle: SPIFFEBundle, _ config: AgentConfig) throws {
+        try write(bundle.trustDomain.name, to: config.trustDomainPath, mode: 0o644)
+        try write(String(decoding: try bundle.json(), as: UTF8.self), to: config.bundlePath, mode: 0o644)
+    }
+
+    static func write(_ text: String, to path: String, mode: Int) throws {
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+            throw AgentError("agent: cannot write \(path)")
+        }
+        _ = rename(temporary, path)
+    }
+
+    /// A new key and a CSR for it (the SPIFFE ID is the server's to decide).
+    static func keyAndCSR() throws -> (key: Certificate.PrivateKey, csr: [UInt8]) {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
+            signatureAlgorithm: .ecdsaWithSHA256
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(csr)
+        return (key, serializer.serializedBytes)
+    }
+
+    /// A short-lived self-signed certificate that lets an agent without an SVID complete mTLS to attest.
+    static func bootstrapCertificate(_ key: Certificate.PrivateKey, now: Date) throws -> Certificate {
+        let name = try DistinguishedName { CommonName("hallmark-agent-bootstrap") }
+        return try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey,
+            notValidBefore: now.addingTimeInterval(-60), notValidAfter: now.addingTimeInterval(600), issuer: name, subject: name,
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.notCertificateAuthority)
+                Critical(KeyUsage(digitalSignature: true))
+            },
+            issuerPrivateKey: key
+        )
+    }
+
+    static func der(_ certificate: Certificate) throws -> [UInt8] {
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+}

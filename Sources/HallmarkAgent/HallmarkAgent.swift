@@ -1,0 +1,76 @@
+// The agent process: its identity (from the data directory, or attestation), the link to the
+// server, and the Workload API on its Unix socket, as one service.
+
+public import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HallmarkPeerCredentials
+public import Logging
+import SPIFFE
+public import ServiceLifecycle
+
+public struct HallmarkAgent: Service {
+    private let config: AgentConfig
+    private let logger: Logger
+
+    public init(config: AgentConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let cache = AgentCache()
+        let link = ServerLink(config: config, cache: cache, logger: logger)
+
+        let identity: X509SVID
+        if let saved = AgentIdentity.load(config, now: Date()), let bundle = AgentIdentity.loadBundle(config) {
+            identity = saved
+            cache.update(entries: [], bundle: bundle)
+            logger.info("resuming as \(saved.id)", metadata: ["expires": "\(saved.expiresAt)"])
+        } else {
+            let attested = try await link.attest()
+            try AgentIdentity.save(attested.svid, config)
+            try AgentIdentity.saveBundle(attested.bundle, config)
+            identity = attested.svid
+            cache.update(entries: [], bundle: attested.bundle)
+        }
+
+        let socketPath = config.socketPath
+        try Self.prepareSocket(socketPath)
+        let workloadAPI = GRPCServer(
+            transport: .http2NIOPosix(
+                address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
+                config: PeerCredentials.serverTransportConfig()
+            ),
+            services: [WorkloadAPIService(cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger)],
+            interceptors: [PeerCredentialsInterceptor()]
+        )
+        let logger = self.logger
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                group.addTask { try await workloadAPI.serve() }
+                group.addTask { try await link.run(identity: identity) }
+                if try await workloadAPI.listeningAddress?.unixDomainSocket != nil {
+                    // Every local user may connect; the kernel's credentials tell workloads apart.
+                    chmod(socketPath, 0o777)
+                }
+                logger.info("hallmark agent listening", metadata: ["agent": "\(identity.id)", "socket": "\(socketPath)"])
+            }
+        } onGracefulShutdown: {
+            logger.info("hallmark agent shutting down")
+            workloadAPI.beginGracefulShutdown()
+        }
+    }
+
+    private static func prepareSocket(_ path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        // Only the agent may write the socket's directory, so no one can swap the socket.
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        var info = stat()
+        if lstat(path, &info) == 0 {
+            guard (info.st_mode & S_IFMT) == S_IFSOCK else { throw AgentError("agent: \(path) exists and is not a socket") }
+            unlink(path)
+        }
+    }
+}

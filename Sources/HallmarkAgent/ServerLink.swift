@@ -1,0 +1,276 @@
+// The agent's connection to the server: attestation on first start, then an mTLS session that
+// follows the entry stream, signs CSRs in batches, renews SVIDs at half-life and reconnects with
+// backoff when the server is away, while the cache keeps serving what it has.
+
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HallmarkProto
+import Logging
+import SPIFFE
+import SPIFFETLS
+import Synchronization
+import SwiftASN1
+import X509
+
+final class ServerLink: Sendable {
+    private let config: AgentConfig
+    private let cache: AgentCache
+    private let logger: Logger
+    /// The client of the current session, for the Workload API's JWT requests.
+    private let current = Mutex<AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>?>(nil)
+
+    init(config: AgentConfig, cache: AgentCache, logger: Logger) {
+        self.config = config
+        self.cache = cache
+        self.logger = logger
+    }
+
+    var client: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>? { current.withLock { $0 } }
+
+    // MARK: Transport
+
+    private func transport(certificate: [UInt8], key: [UInt8], verifyServer: @escaping SPIFFEPeerVerification.Callback) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .dns(host: config.serverHost, port: config.serverPort),
+            transportSecurity: .mTLS(
+                certificateChain: [.bytes(certificate, format: .der)], privateKey: .bytes(key, format: .der)
+            ) { tls in
+                tls.serverCertificateVerification = .noHostnameVerification
+                tls.customVerificationCallback = verifyServer
+            },
+            config: .defaults {
+                $0.backoff = .init(initial: .milliseconds(200), max: .seconds(5), multiplier: 1.6, jitter: 0.2)
+                // The server is identified by its SPIFFE ID, not a host name; SNI cannot carry an IP address.
+                $0.http2.authority = "hallmark-server"
+            }
+        )
+    }
+
+    private func verifyServer(bundle: @escaping @Sendable () -> X509Bundle?) -> SPIFFEPeerVerification.Callback {
+        let logger = self.logger
+        return SPIFFEPeerVerification.callback(
+            bundles: { bundle() ?? X509Bundle(trustDomain: try! TrustDomain("unknown.invalid")) },
+            authorizer: .matching("the server's SVID (spiffe://TD/hallmark/server)") { $0.path == "/hallmark/server" },
+            onRefusal: { logger.error("refused the server's certificate", metadata: ["reason": "\($0)"]) }
+        )
+    }
+
+    // MARK: Attestation
+
+    /// Attests with the join token and returns the agent's SVID and the bundle.
+    func attest() async throws -> (svid: X509SVID, bundle: SPIFFEBundle) {
+        guard let token = config.joinToken, !token.isEmpty else {
+            throw AgentError("agent: no usable SVID in \(config.dataDir) and no --join-token to attest with")
+        }
+        let (key, csr) = try AgentIdentity.keyAndCSR()
+        let bootstrap = try AgentIdentity.bootstrapCertificate(key, now: Date())
+        let verify: SPIFFEPeerVerification.Callback
+        if config.insecureBootstrap {
+            logger.warning("--insecure-bootstrap: the server's identity is NOT verified for attestation; use --trust-bundle outside development")
+            verify = SPIFFEPeerVerification.possessionOnly
+        } else {
+            guard let path = config.trustBundlePath, let pem = FileManager.default.contents(atPath: path) else {
+                throw AgentError("agent: cannot read the --trust-bundle file \(config.trustBundlePath ?? "(none)")")
+            }
+            let anchors = try X509SVID.certificates(pem: String(decoding: pem, as: UTF8.self))
+            guard let domain = config.trustDomain ?? anchors.lazy.compactMap(Self.trustDomain).first else {
+                throw AgentError("agent: the trust bundle's certificates name no trust domain; pass --trust-domain")
+            }
+            let bundle = X509Bundle(trustDomain: domain, authorities: anchors)
+            verify = verifyServer { bundle }
+        }
+        let transport = try transport(certificate: try AgentIdentity.der(bootstrap), key: try key.derBytes(), verifyServer: verify)
+        let result = try await withGRPCClient(transport: transport) { grpc in
+            let api = AgentAPI_AgentAPI.Client(wrapping: grpc)
+            let (challenges, challenge) = AsyncStream<[UInt8]>.makeStream()
+            return try await api.attestAgent(
+                requestProducer: { writer in
+                    try await writer.write(AgentAPI_AttestRequest.with {
+                        $0.params = AgentAPI_AttestParams.with {
+                            $0.method = "join-token"
+                            $0.payload = Data(token.utf8)
+                            $0.csr = Data(csr)
+                        }
+                    })
+                    for await nonce in challenges {
+                        let signature = try key.signChallenge(nonce)
+                        try await writer.write(AgentAPI_AttestRequest.with { $0.challengeResponse = Data(signature) })
+                        break
+                    }
+                },
+                onResponse: { response in
+                    defer { challenge.finish() }
+                    for try await message in response.messages {
+                        switch message.step {
+                        case .challenge(let nonce): challenge.yield(Array(nonce))
+                        case .result(let result): return result
+                        case nil: break
+                        }
+                    }
+                    throw AgentError("agent: the server ended attestation without a result")
+                }
+            )
+        }
+        let chain = try result.svidChain.map { try Certificate(derEncoded: Array($0)) }
+        let svid = try X509SVID(certificates: chain, privateKey: key)
+        let bundle = try SPIFFEBundle(trustDomain: svid.id.trustDomain, json: result.bundleJwks)
+        logger.info("attested to the server", metadata: ["agent": "\(svid.id)", "expires": "\(svid.expiresAt)"])
+        return (svid, bundle)
+    }
+
+    private static func trustDomain(_ certificate: Certificate) -> TrustDomain? {
+        guard let names = try? certificate.extensions.subjectAlternativeNames else { return nil }
+        for case .uniformResourceIdentifier(let uri) in names {
+            if let id = try? SPIFFEID(parsing: uri) { return id.trustDomain }
+        }
+        return nil
+    }
+
+    // MARK: Sessions
+
+    /// Runs sessions until cancelled, reconnecting with backoff. Returns only by throwing.
+    func run(identity initial: X509SVID) async throws {
+        var identity = initial
+        var backoff: Duration = .milliseconds(500)
+        while true {
+            try Task.checkCancellation()
+            do {
+                identity = try await session(identity)
+                backoff = .milliseconds(500)
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch let error as RPCError where error.code == .permissionDenied || error.code == .unauthenticated {
+                logger.error("the server refused this agent", metadata: ["reason": "\(error.message)"])
+                current.withLock { $0 = nil }
+                if identity.expiresAt <= Date() { throw AgentError("agent: the agent SVID expired and the server refuses it: \(error.message)") }
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(30))
+            } catch {
+                current.withLock { $0 = nil }
+                logger.warning("lost the server; serving cached SVIDs and retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
+                try await Task.sleep(for: backoff)
+                backoff = min(backoff * 2, .seconds(30))
+            }
+        }
+    }
+
+    private struct Renewed: Error { let svid: X509SVID }
+
+    /// One mTLS session. Returns the agent SVID to use next (renewed or the same).
+    private func session(_ identity: X509SVID) async throws -> X509SVID {
+        let cache = self.cache
+        let transport = try transport(
+            certificate: try AgentIdentity.der(identity.leaf), key: try identity.privateKeyDER(),
+            verifyServer: verifyServer { cache.bundle?.x509Bundle }
+        )
+        do {
+            try await withGRPCClient(transport: transport) { grpc in
+                let api = AgentAPI_AgentAPI.Client(wrapping: grpc)
+                self.current.withLock { $0 = api }
+                defer { self.current.withLock { $0 = nil } }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await self.follow(api) }
+                    group.addTask { try await self.rotate(api, identity: identity) }
+                    defer { group.cancelAll() }
+                    try await group.next()
+                }
+            }
+        } catch let renewed as Renewed {
+            return renewed.svid
+        }
+        return identity
+    }
+
+    /// Follows the server's entry stream: every message is the full state.
+    private func follow(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+        try await api.syncEntries(AgentAPI_SyncRequest()) { response in
+            for try await message in response.messages {
+                var bundle: SPIFFEBundle?
+                if let domain = self.cache.bundle?.trustDomain ?? self.config.trustDomain {
+                    bundle = try? SPIFFEBundle(trustDomain: domain, json: message.bundleJwks)
+                }
+                if let bundle, bundle.sequenceNumber != self.cache.bundle?.sequenceNumber {
+                    try? AgentIdentity.saveBundle(bundle, self.config)
+                }
+                let needed = self.cache.update(entries: message.entries, bundle: bundle)
+                self.logger.debug("entries from the server", metadata: ["entries": "\(message.entries.count)", "to_sign": "\(needed.count)"])
+                try await self.sign(needed, api)
+            }
+        }
+        throw AgentError("agent: the server closed the entry stream")
+    }
+
+    /// Gets SVIDs for entries, 500 CSRs a call.
+    private func sign(_ entries: [AgentAPI_Entry], _ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+        var start = 0
+        while start < entries.count {
+            let batch = Array(entries[start..<min(start + 500, entries.count)])
+            start += batch.count
+            var keys: [String: (Certificate.PrivateKey, Int64)] = [:]
+            let request = AgentAPI_BatchNewX509SVIDRequest.with { request in
+                request.params = batch.compactMap { entry in
+                    guard let (key, csr) = try? AgentIdentity.keyAndCSR() else { return nil }
+                    keys[entry.id] = (key, entry.revisionNumber)
+                    return AgentAPI_X509SVIDParams.with {
+                        $0.entryID = entry.id
+                        $0.csr = Data(csr)
+                    }
+                }
+            }
+            let response = try await api.batchNewX509SVID(request)
+            var signed: [(entryID: String, revision: Int64, svid: X509SVID)] = []
+            for result in response.results {
+                guard result.statusCode == 0, let (key, revision) = keys[result.entryID] else {
+                    logger.warning("the server refused a CSR", metadata: ["entry": "\(result.entryID)", "reason": "\(result.statusMessage)"])
+                    continue
+                }
+                do {
+                    let chain = try result.chain.map { try Certificate(derEncoded: Array($0)) }
+                    signed.append((result.entryID, revision, try X509SVID(certificates: chain, privateKey: key, hint: "")))
+                } catch {
+                    logger.error("the server returned an unusable SVID", metadata: ["entry": "\(result.entryID)", "error": "\(error)"])
+                }
+            }
+            cache.store(signed)
+        }
+    }
+
+    /// Renews workload SVIDs and the agent's own at half of their life.
+    private func rotate(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, identity: X509SVID) async throws {
+        let start = identity.leaf.notValidBefore
+        let agentHalfLife = start.addingTimeInterval(identity.expiresAt.timeIntervalSince(start) / 2)
+        while true {
+            try await Task.sleep(for: .milliseconds(500))
+            let now = Date()
+            let due = cache.due(at: now)
+            if !due.isEmpty {
+                logger.info("renewing SVIDs at half-life", metadata: ["count": "\(due.count)"])
+                try await sign(due, api)
+            }
+            if now >= agentHalfLife {
+                let (key, csr) = try AgentIdentity.keyAndCSR()
+                let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
+                let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
+                let renewed = try X509SVID(certificates: chain, privateKey: key)
+                try AgentIdentity.save(renewed, config)
+                logger.info("renewed the agent SVID", metadata: ["expires": "\(renewed.expiresAt)"])
+                throw Renewed(svid: renewed)
+            }
+        }
+    }
+}
+
+extension Certificate.PrivateKey {
+    func derBytes() throws -> [UInt8] {
+        try PEMDocument(pemString: serializeAsPEM().pemString).derBytes
+    }
+
+    /// The attestation challenge, signed ECDSA with SHA-256 (DER), as the server expects.
+    func signChallenge(_ nonce: [UInt8]) throws -> [UInt8] {
+        let pem = try serializeAsPEM().pemString
+        let key = try P256.Signing.PrivateKey(pemRepresentation: pem)
+        return Array(try key.signature(for: SHA256.hash(data: nonce)).derRepresentation)
+    }
+}

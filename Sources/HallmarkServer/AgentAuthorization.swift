@@ -1,0 +1,33 @@
+// Which entries an agent may hold: entries whose parent is the agent, entries whose parent is a
+// node entry the agent's node satisfies (a node alias), and, transitively, their descendants.
+
+import Foundation
+import HallmarkAttestation
+import HallmarkStore
+import SPIFFE
+
+enum AgentAuthorization {
+    /// The SPIFFE ID of the server, and the parent of node entries that select agents by their selectors.
+    static func serverID(_ trustDomain: TrustDomain) -> SPIFFEID {
+        try! SPIFFEID(trustDomain: trustDomain, segments: ["hallmark", "server"])
+    }
+
+    /// Every entry the agent of `node` is authorised for.
+    static func entries(for node: AttestedNode, store: any Store, trustDomain: TrustDomain) async throws -> [RegistrationEntry] {
+        var roots: [SPIFFEID] = [node.spiffeID]
+        let nodeSelectors = Set(node.selectors)
+        for alias in try await store.entries(matching: EntryFilter(parentID: serverID(trustDomain))) where nodeSelectors.satisfies(alias.selectors) {
+            roots.append(alias.spiffeID)
+        }
+        var visited = Set(roots)
+        var queue = roots
+        var authorised: [String: RegistrationEntry] = [:]
+        while let parent = queue.popLast() {
+            for entry in try await store.entries(matching: EntryFilter(parentID: parent)) where authorised[entry.id] == nil {
+                authorised[entry.id] = entry
+                if visited.insert(entry.spiffeID).inserted { queue.append(entry.spiffeID) }
+            }
+        }
+        return authorised.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+    }
+}

@@ -1,0 +1,269 @@
+// The agent API: node attestation, agent SVID renewal, the pushed entry stream, batched CSR
+// signing and JWT-SVIDs. Agents are identified by their SVID from the mTLS handshake, verified
+// here against the current bundle and checked against the attested-node record on every call.
+
+import Crypto
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HallmarkAttestation
+import HallmarkCA
+import HallmarkProto
+import HallmarkStore
+import Logging
+import SPIFFE
+import SwiftASN1
+import X509
+
+struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
+    let config: ServerConfig
+    let store: any Store
+    let ca: CAManager
+    let events: EntryEvents
+    let logger: Logger
+    let now: @Sendable () -> Date
+
+    static let maximumBatch = 500
+
+    // MARK: Attestation
+
+    func attestAgent(
+        request: StreamingServerRequest<AgentAPI_AttestRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<AgentAPI_AttestResponse> {
+        StreamingServerResponse { writer in
+            var messages = request.messages.makeAsyncIterator()
+            do {
+                guard let first = try await messages.next(), case .params(let params)? = first.step else {
+                    throw RPCError(code: .invalidArgument, message: "attestation: the first message must carry the attestation parameters")
+                }
+                guard params.method == JoinToken.method else {
+                    throw RPCError(code: .invalidArgument, message: "attestation: unknown method '\(params.method)'; this server accepts: \(JoinToken.method)")
+                }
+                let csrKey: Certificate.PublicKey
+                do { csrKey = try X509CA.checkedCSRKey(Array(params.csr)) } catch let error as CAError {
+                    throw RPCError(code: .invalidArgument, message: "attestation: \(error.message)")
+                }
+                // The nonce proves the agent holds the key it wants certified, and binds this
+                // attestation to this stream: evidence without it is refused.
+                let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
+                try await writer.write(AgentAPI_AttestResponse.with { $0.challenge = Data(nonce) })
+                guard let second = try await messages.next(), case .challengeResponse(let signature)? = second.step else {
+                    throw RPCError(code: .invalidArgument, message: "attestation: expected the answer to the challenge")
+                }
+                guard csrKey.isValidSignature(Array(signature), for: nonce, signatureAlgorithm: .ecdsaWithSHA256)
+                    || csrKey.isValidSignature(Array(signature), for: nonce, signatureAlgorithm: .ecdsaWithSHA384)
+                else {
+                    throw RPCError(code: .permissionDenied, message: "attestation: the challenge was not signed with the CSR's key")
+                }
+                let token = String(decoding: params.payload, as: UTF8.self)
+                let time = now()
+                let record: JoinTokenRecord
+                do {
+                    record = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: time)
+                } catch let error as StoreError {
+                    let reason = error.code == .notFound ? "the join token is not known" : error.message.replacingOccurrences(of: "store: ", with: "")
+                    throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
+                }
+                let agentID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
+                if let existing = try await store.attestedNode(agentID), existing.banned {
+                    throw RPCError(code: .permissionDenied, message: "attestation: agent \(agentID) is banned")
+                }
+                let chain = try await sign(csr: Array(params.csr), id: agentID, ttl: config.agentSVIDTTL, at: time)
+                let node = AttestedNode(
+                    spiffeID: agentID, attestationType: JoinToken.method, serialNumber: Self.serial(chain[0]),
+                    expiresAt: chain[0].notValidAfter, attestedAt: time
+                )
+                try await store.saveAttestedNode(
+                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: agentID.description, detail: "join token \(record.id)")
+                )
+                events.changed()
+                logger.info("agent attested", metadata: ["agent": "\(agentID)", "method": "\(JoinToken.method)", "peer": "\(context.remotePeer)"])
+                let bundle = try await ca.bundle(now: time)
+                try await writer.write(AgentAPI_AttestResponse.with {
+                    $0.result = AgentAPI_AttestResult.with {
+                        $0.spiffeID = agentID.description
+                        $0.svidChain = chain.map { Data(DERBytes.of($0)) }
+                        $0.bundleJwks = Data((try? bundle.json()) ?? [])
+                    }
+                })
+                return [:]
+            } catch let error as RPCError {
+                logger.warning("attestation refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)", "peer": "\(context.remotePeer)"])
+                throw error
+            }
+        }
+    }
+
+    // MARK: Calls from attested agents
+
+    /// The calling agent, from its mTLS certificate and the attested-node record.
+    private func callingAgent(_ context: ServerContext) async throws -> AttestedNode {
+        guard let tls = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let presented = tls.peerCertificateChain else {
+            throw RPCError(code: .unauthenticated, message: "agent: no client certificate; attest first")
+        }
+        let bundle = try await ca.bundle(now: now())
+        let verified: VerifiedX509SVID
+        do {
+            verified = try await X509SVIDVerifier(bundles: bundle.x509Bundle).verify(Array(presented), at: now())
+        } catch let error as SPIFFEError {
+            throw RPCError(code: .unauthenticated, message: "agent: the client certificate is not a valid agent SVID: \(error.message)")
+        }
+        guard verified.id.path.hasPrefix("/hallmark/agent/") else {
+            throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) is not an agent")
+        }
+        guard let node = try await store.attestedNode(verified.id) else {
+            throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) is not attested (evicted?); attest again")
+        }
+        guard !node.banned else { throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) is banned") }
+        guard node.serialNumber == Self.serial(verified.chain[0]) else {
+            throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) presented a superseded SVID")
+        }
+        return node
+    }
+
+    private func guarded<T>(_ action: String, _ context: ServerContext, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            let rpc = AdminErrors.rpcError(error)
+            logger.warning("agent call refused", metadata: ["action": "\(action)", "code": "\(rpc.code)", "reason": "\(rpc.message)", "peer": "\(context.remotePeer)"])
+            throw rpc
+        }
+    }
+
+    func renewAgent(request: ServerRequest<AgentAPI_RenewAgentRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_RenewAgentResponse> {
+        try await guarded("agent.renew", context) {
+            var node = try await callingAgent(context)
+            let time = now()
+            let chain = try await sign(csr: Array(request.message.csr), id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
+            node.serialNumber = Self.serial(chain[0])
+            node.expiresAt = chain[0].notValidAfter
+            try await store.saveAttestedNode(node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
+            return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = chain.map { Data(DERBytes.of($0)) } })
+        }
+    }
+
+    func syncEntries(request: ServerRequest<AgentAPI_SyncRequest>, context: ServerContext) async throws -> StreamingServerResponse<AgentAPI_SyncResponse> {
+        let node = try await guarded("agent.sync", context) { try await callingAgent(context) }
+        return StreamingServerResponse { writer in
+            var last: AgentAPI_SyncResponse?
+            for await _ in events.subscribe() {
+                // Re-checked on every change: an evicted or banned agent's stream ends at once.
+                guard let current = try await store.attestedNode(node.spiffeID), !current.banned, current.serialNumber == node.serialNumber else {
+                    logger.notice("entry stream closed: agent no longer attested", metadata: ["agent": "\(node.spiffeID)"])
+                    throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested")
+                }
+                let entries = try await AgentAuthorization.entries(for: current, store: store, trustDomain: config.trustDomain)
+                let bundle = try await ca.bundle(now: now())
+                let message = AgentAPI_SyncResponse.with {
+                    $0.entries = entries.map(AgentAPI_Entry.init)
+                    $0.bundleJwks = Data((try? bundle.json()) ?? [])
+                    $0.bundleSequence = bundle.sequenceNumber ?? 0
+                }
+                if message != last {
+                    try await writer.write(message)
+                    last = message
+                }
+            }
+            return [:]
+        }
+    }
+
+    func batchNewX509SVID(request: ServerRequest<AgentAPI_BatchNewX509SVIDRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_BatchNewX509SVIDResponse> {
+        try await guarded("x509.batch", context) {
+            let node = try await callingAgent(context)
+            let params = request.message.params
+            guard params.count <= Self.maximumBatch else {
+                throw RPCError(code: .invalidArgument, message: "batch: at most \(Self.maximumBatch) CSRs a call, not \(params.count)")
+            }
+            let authorised = Dictionary(
+                uniqueKeysWithValues: try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain).map { ($0.id, $0) }
+            )
+            let time = now()
+            var audit: [AuditEvent] = []
+            var results: [AgentAPI_X509SVIDResult] = []
+            for param in params {
+                var result = AgentAPI_X509SVIDResult()
+                result.entryID = param.entryID
+                guard let entry = authorised[param.entryID] else {
+                    result.statusCode = Int32(RPCError.Code.permissionDenied.rawValue)
+                    result.statusMessage = "entry \(param.entryID) is not authorised for \(node.spiffeID)"
+                    logger.warning("CSR refused", metadata: ["agent": "\(node.spiffeID)", "entry": "\(param.entryID)", "reason": "not authorised"])
+                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: param.entryID, result: "refused", detail: "not authorised for \(node.spiffeID)"))
+                    results.append(result)
+                    continue
+                }
+                do {
+                    let ttl = entry.x509SVIDTTL == 0 ? config.defaultX509SVIDTTL : TimeInterval(entry.x509SVIDTTL)
+                    let chain = try await sign(csr: Array(param.csr), id: entry.spiffeID, dnsNames: entry.dnsNames, ttl: ttl, at: time)
+                    result.chain = chain.map { Data(DERBytes.of($0)) }
+                    result.expiresAt = Int64(chain[0].notValidAfter.timeIntervalSince1970)
+                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Self.serial(chain[0])) to \(node.spiffeID)"))
+                } catch let error as CAError {
+                    result.statusCode = Int32(RPCError.Code.invalidArgument.rawValue)
+                    result.statusMessage = error.message
+                    logger.warning("CSR refused", metadata: ["agent": "\(node.spiffeID)", "entry": "\(param.entryID)", "reason": "\(error.message)"])
+                }
+                results.append(result)
+            }
+            try await store.appendAudit(audit)
+            return ServerResponse(message: AgentAPI_BatchNewX509SVIDResponse.with { $0.results = results })
+        }
+    }
+
+    func newJWTSVID(request: ServerRequest<AgentAPI_NewJWTSVIDRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_NewJWTSVIDResponse> {
+        try await guarded("jwt.issue", context) {
+            let node = try await callingAgent(context)
+            let entries = try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain)
+            guard let entry = entries.first(where: { $0.id == request.message.entryID }) else {
+                throw RPCError(code: .permissionDenied, message: "entry \(request.message.entryID) is not authorised for \(node.spiffeID)")
+            }
+            let ttl = entry.jwtSVIDTTL == 0 ? config.defaultJWTSVIDTTL : TimeInterval(entry.jwtSVIDTTL)
+            let time = now()
+            let signed: (token: String, expiresAt: Date)
+            do {
+                signed = try await ca.activeJWT().sign(spiffeID: entry.spiffeID, audience: request.message.audience, ttl: ttl, now: time)
+            } catch let error as CAError {
+                throw RPCError(code: .invalidArgument, message: error.message)
+            }
+            try await store.appendAudit([
+                AuditEvent(time: time, callerUID: -1, action: "jwt.issue", target: entry.spiffeID.description, detail: "aud \(request.message.audience.joined(separator: ",")) to \(node.spiffeID)")
+            ])
+            return ServerResponse(message: AgentAPI_NewJWTSVIDResponse.with {
+                $0.token = signed.token
+                $0.expiresAt = Int64(signed.expiresAt.timeIntervalSince1970)
+            })
+        }
+    }
+
+    // MARK: Helpers
+
+    private func sign(csr: [UInt8], id: SPIFFEID, dnsNames: [String] = [], ttl: TimeInterval, at time: Date) async throws -> [Certificate] {
+        do {
+            return try await ca.activeX509().signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, dnsNames: dnsNames, ttl: ttl, now: time))
+        } catch let error as CAError {
+            throw RPCError(code: .invalidArgument, message: error.message)
+        }
+    }
+
+    static func serial(_ certificate: Certificate) -> String {
+        certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+extension AgentAPI_Entry {
+    init(_ entry: RegistrationEntry) {
+        self.init()
+        id = entry.id
+        spiffeID = entry.spiffeID.description
+        parentID = entry.parentID.description
+        selectors = entry.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
+        x509SvidTtl = Int32(entry.x509SVIDTTL)
+        jwtSvidTtl = Int32(entry.jwtSVIDTTL)
+        dnsNames = entry.dnsNames
+        hint = entry.hint
+        revisionNumber = entry.revisionNumber
+        expiresAt = entry.expiresAt.map { Int64($0.timeIntervalSince1970) } ?? 0
+        downstream = entry.downstream
+    }
+}

@@ -1,0 +1,160 @@
+// A client of the SPIFFE Workload API over a Unix socket: what a workload uses to get its SVIDs,
+// bundles and JWT-SVIDs from the local agent.
+
+public import Foundation
+public import GRPCCore
+public import GRPCNIOTransportHTTP2
+public import SPIFFE
+import X509
+
+/// The X.509 identities of a workload and the bundles to verify peers with.
+public struct X509Context: Sendable {
+    /// The workload's SVIDs; the first is the default.
+    public let svids: [X509SVID]
+    /// The bundle of the workload's trust domain (and any federated ones).
+    public let bundles: X509BundleSet
+
+    public var defaultSVID: X509SVID? { svids.first }
+}
+
+/// A JWT-SVID as the Workload API hands it out.
+public struct FetchedJWTSVID: Sendable {
+    public let spiffeID: SPIFFEID
+    public let token: String
+    public let hint: String
+}
+
+public struct WorkloadAPIClient: Sendable {
+    /// The socket path.
+    public let socketPath: String
+
+    /// - Parameter endpoint: `unix:///path`, or a plain absolute path.
+    /// - Throws: ``SPIFFEError``-free ``WorkloadAPIClientError`` when the address is not a Unix socket.
+    public init(endpoint: String) throws {
+        if endpoint.hasPrefix("unix://") {
+            let path = String(endpoint.dropFirst("unix://".count))
+            guard path.hasPrefix("/") else {
+                throw WorkloadAPIClientError("workloadapi: '\(endpoint)' must be unix:///absolute/path")
+            }
+            socketPath = path
+        } else if endpoint.hasPrefix("/") {
+            socketPath = endpoint
+        } else {
+            throw WorkloadAPIClientError("workloadapi: '\(endpoint)' is not unix:///path or an absolute path")
+        }
+    }
+
+    /// The endpoint from `SPIFFE_ENDPOINT_SOCKET`.
+    public static func fromEnvironment() throws -> WorkloadAPIClient {
+        guard let value = ProcessInfo.processInfo.environment[WorkloadAPI.endpointSocketVariable], !value.isEmpty else {
+            throw WorkloadAPIClientError("workloadapi: no socket given and \(WorkloadAPI.endpointSocketVariable) is not set")
+        }
+        return try WorkloadAPIClient(endpoint: value)
+    }
+
+    static let metadata: Metadata = {
+        var metadata = Metadata()
+        metadata.addString(WorkloadAPI.securityHeaderValue, forKey: WorkloadAPI.securityHeaderKey)
+        return metadata
+    }()
+
+    /// Runs `body` with a connected client.
+    public func withClient<Result: Sendable>(
+        _ body: @Sendable @escaping (WorkloadAPI_SpiffeWorkloadAPI.Client<HTTP2ClientTransport.Posix>) async throws -> Result
+    ) async throws -> Result {
+        let transport = try HTTP2ClientTransport.Posix(target: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext)
+        return try await withGRPCClient(transport: transport) { client in
+            try await body(WorkloadAPI_SpiffeWorkloadAPI.Client(wrapping: client))
+        }
+    }
+
+    /// The current X.509 context (the stream's first message).
+    public func fetchX509Context() async throws -> X509Context {
+        try await watchX509Contexts { _ in false }
+    }
+
+    /// Calls `handler` with every X.509 context the agent sends until it returns false; returns the last one.
+    @discardableResult
+    public func watchX509Contexts(_ handler: @Sendable @escaping (X509Context) async throws -> Bool) async throws -> X509Context {
+        try await withClient { client in
+            try await client.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: Self.metadata) { response in
+                var last: X509Context?
+                for try await message in response.messages {
+                    let context = try Self.context(message)
+                    last = context
+                    if try await !handler(context) { break }
+                }
+                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any X.509 context") }
+                return last
+            }
+        }
+    }
+
+    static func context(_ message: WorkloadAPI_X509SVIDResponse) throws -> X509Context {
+        var bundles = X509BundleSet()
+        let svids = try message.svids.map { item -> X509SVID in
+            let svid = try X509SVID(chainDER: Array(item.x509Svid), privateKeyDER: Array(item.x509SvidKey), hint: item.hint)
+            guard svid.id.description == item.spiffeID else {
+                throw WorkloadAPIClientError("workloadapi: the SVID's certificate names \(svid.id), the message \(item.spiffeID)")
+            }
+            bundles.set(try X509Bundle(trustDomain: svid.id.trustDomain, der: Array(item.bundle)))
+            return svid
+        }
+        for (name, der) in message.federatedBundles {
+            let domain = try TrustDomain(name)
+            bundles.set(try X509Bundle(trustDomain: domain, der: Array(der)))
+        }
+        return X509Context(svids: svids, bundles: bundles)
+    }
+
+    /// JWT-SVIDs for an audience: one for each identity, or only `spiffeID`'s.
+    public func fetchJWTSVIDs(audience: [String], spiffeID: SPIFFEID? = nil) async throws -> [FetchedJWTSVID] {
+        try await withClient { client in
+            let response = try await client.fetchJWTSVID(
+                WorkloadAPI_JWTSVIDRequest.with {
+                    $0.audience = audience
+                    $0.spiffeID = spiffeID?.description ?? ""
+                },
+                metadata: Self.metadata
+            )
+            return try response.svids.map { FetchedJWTSVID(spiffeID: try SPIFFEID(parsing: $0.spiffeID), token: $0.svid, hint: $0.hint) }
+        }
+    }
+
+    /// The JWT bundles (the stream's first message).
+    public func fetchJWTBundles() async throws -> JWTBundleSet {
+        try await withClient { client in
+            try await client.fetchJWTBundles(WorkloadAPI_JWTBundlesRequest(), metadata: Self.metadata) { response in
+                for try await message in response.messages {
+                    var set = JWTBundleSet()
+                    for (name, json) in message.bundles {
+                        let domain = try TrustDomain(name)
+                        set.set(try SPIFFEBundle(trustDomain: domain, json: json).jwtBundle)
+                    }
+                    return set
+                }
+                throw WorkloadAPIClientError("workloadapi: the stream ended before any JWT bundle")
+            }
+        }
+    }
+
+    /// Asks the agent to validate a JWT-SVID for an audience; returns its SPIFFE ID.
+    public func validateJWTSVID(_ token: String, audience: String) async throws -> SPIFFEID {
+        try await withClient { client in
+            let response = try await client.validateJWTSVID(
+                WorkloadAPI_ValidateJWTSVIDRequest.with {
+                    $0.audience = audience
+                    $0.svid = token
+                },
+                metadata: Self.metadata
+            )
+            return try SPIFFEID(parsing: response.spiffeID)
+        }
+    }
+}
+
+public struct WorkloadAPIClientError: Error, CustomStringConvertible, Sendable {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,75 @@
+// `hallmark agent run`: flags onto AgentConfig, then run the agent.
+
+import ArgumentParser
+import Foundation
+import HallmarkAgent
+import Logging
+import SPIFFE
+import ServiceLifecycle
+
+struct AgentRunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run", abstract: "Run the node agent: attest, follow the server, serve the Workload API."
+    )
+
+    @Option(name: .customLong("data-dir"), help: "Where the agent keeps its own SVID and the bundle.")
+    var dataDir: String
+
+    @Option(help: "The server's agent API, HOST:PORT.")
+    var server: String
+
+    @Option(name: .customLong("trust-bundle"), help: "PEM CA certificates of the trust domain, to verify the server on first contact.")
+    var trustBundle: String?
+
+    @Flag(name: .customLong("insecure-bootstrap"), help: "Do not verify the server on first contact (development only).")
+    var insecureBootstrap = false
+
+    @Option(help: "The Workload API's Unix socket.")
+    var socket: String
+
+    @Option(help: "The node attestor; join-token is available.")
+    var attestor: String = "join-token"
+
+    @Option(name: .customLong("join-token"), help: "The join token (from `hallmark token generate`).")
+    var joinToken: String?
+
+    @Option(name: .customLong("trust-domain"), help: "The trust domain (default: read from the trust bundle).")
+    var trustDomain: String?
+
+    @Option(name: .customLong("log-level")) var logLevel: String = "info"
+
+    func validate() throws {
+        guard attestor == "join-token" else {
+            throw ValidationError("--attestor: '\(attestor)' is not available; this agent supports join-token")
+        }
+        guard trustBundle != nil || insecureBootstrap else {
+            throw ValidationError("give --trust-bundle FILE, or --insecure-bootstrap to skip verifying the server (development only)")
+        }
+        guard socket.hasPrefix("/") else { throw ValidationError("--socket: must be an absolute path") }
+    }
+
+    func run() async throws {
+        let (host, port) = try HostPort.parse(server, flag: "--server")
+        var config = AgentConfig(dataDir: dataDir, serverHost: host, serverPort: port, socketPath: socket)
+        config.trustBundlePath = trustBundle
+        config.insecureBootstrap = insecureBootstrap
+        config.joinToken = joinToken
+        if let trustDomain {
+            do { config.trustDomain = try TrustDomain(trustDomain) } catch let error as SPIFFEError {
+                throw ValidationError("--trust-domain: \(error.message)")
+            }
+        }
+        let logger = try LogSetup.make(label: "hallmark.agent", level: logLevel)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: HallmarkAgent(config: config, logger: logger))],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger
+            )
+        )
+        do {
+            try await group.run()
+        } catch {
+            throw CLIOutput.fail("agent: \(error)")
+        }
+    }
+}
