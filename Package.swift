@@ -73,6 +73,8 @@ let package = Package(
         .target(name: "HallmarkProto", dependencies: grpc, swiftSettings: strict),
         // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
         .target(name: "HallmarkPeerCredentials", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")] + transport, swiftSettings: strict),
+        // Small shared mechanisms of the server and the agent.
+        .target(name: "HallmarkSupport", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")], swiftSettings: strict),
         // Selectors, attestor and verifier types, join tokens.
         .target(name: "HallmarkAttestation", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
         // The store protocol and its SQLite implementation with numbered SQL migrations.
@@ -88,6 +90,7 @@ let package = Package(
             name: "HallmarkServer",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
+                "HallmarkSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,
@@ -98,6 +101,7 @@ let package = Package(
             name: "HallmarkAgent",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation",
+                "HallmarkSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,

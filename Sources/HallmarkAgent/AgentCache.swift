@@ -5,6 +5,7 @@ public import Foundation
 public import HallmarkAttestation
 public import HallmarkProto
 public import SPIFFE
+public import HallmarkSupport
 import Synchronization
 
 /// One identity a workload may be given.
@@ -26,35 +27,13 @@ public final class AgentCache: Sendable {
         var svids: [String: (revision: Int64, svid: X509SVID)] = [:]
         var bundle: SPIFFEBundle?
         var jwts: [String: (token: String, issuedAt: Date, expiresAt: Date)] = [:]
-        var subscribers: [Int: AsyncStream<Void>.Continuation] = [:]
-        var nextSubscriber = 0
     }
 
     private let state = Mutex(State())
+    /// Wakes the Workload API streams on every change.
+    public let changes = Broadcast()
 
     public init() {}
-
-    /// Wakes every subscriber.
-    private func notify(_ state: inout State) {
-        for continuation in state.subscribers.values { continuation.yield() }
-    }
-
-    /// A stream of ticks, the first one immediate, then one per burst of changes.
-    public func subscribe() -> AsyncStream<Void> {
-        let (stream, continuation) = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
-        let id = state.withLock { state -> Int in
-            state.nextSubscriber += 1
-            state.subscribers[state.nextSubscriber] = continuation
-            return state.nextSubscriber
-        }
-        continuation.onTermination = { [weak self] _ in
-            _ = self?.state.withLock { $0.subscribers.removeValue(forKey: id) }
-        }
-        continuation.yield()
-        return stream
-    }
-
-    public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
     /// Replaces the entries and bundle with the server's latest; drops SVIDs of removed entries.
     /// - Returns: the entries that need a (new) SVID.
@@ -66,7 +45,7 @@ public final class AgentCache: Sendable {
             let ids = Set(entries.map(\.id))
             state.svids = state.svids.filter { ids.contains($0.key) }
             state.jwts = state.jwts.filter { ids.contains(String($0.key.split(separator: "|").first ?? "")) }
-            notify(&state)
+            defer { changes.notify() }
             return entries.filter { entry in
                 Self.wantsSVID(entry) && state.svids[entry.id]?.revision != entry.revisionNumber
             }
@@ -86,7 +65,7 @@ public final class AgentCache: Sendable {
             for item in svids where ids.contains(item.entryID) {
                 state.svids[item.entryID] = (item.revision, item.svid)
             }
-            notify(&state)
+            changes.notify()
         }
     }
 

@@ -50,7 +50,12 @@ public struct HallmarkAgent: Service {
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await workloadAPI.serve() }
-                group.addTask { try await link.run(identity: identity) }
+                group.addTask {
+                    // The link loops until cancelled; a graceful shutdown cancels it.
+                    do {
+                        try await cancelWhenGracefulShutdown { try await link.run(identity: identity) }
+                    } catch is CancellationError {}
+                }
                 if try await workloadAPI.listeningAddress?.unixDomainSocket != nil {
                     // Every local user may connect; the kernel's credentials tell workloads apart.
                     chmod(socketPath, 0o777)
@@ -59,6 +64,7 @@ public struct HallmarkAgent: Service {
             }
         } onGracefulShutdown: {
             logger.info("hallmark agent shutting down")
+            cache.changes.finishAll()
             workloadAPI.beginGracefulShutdown()
         }
     }

@@ -54,7 +54,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         _ = try identities(selectors, peer, "FetchX509SVID")
         return StreamingServerResponse { writer in
             var last: WorkloadAPI_X509SVIDResponse?
-            for await _ in cache.subscribe() {
+            try await cache.changes.forEachChange {
                 let current = try identities(selectors, peer, "FetchX509SVID")
                 let bundle = cache.bundle.map { Data($0.x509Bundle.der) } ?? Data()
                 let message = WorkloadAPI_X509SVIDResponse.with { response in
@@ -84,7 +84,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         _ = try identities(selectors, peer, "FetchX509Bundles")
         return StreamingServerResponse { writer in
             var last: WorkloadAPI_X509BundlesResponse?
-            for await _ in cache.subscribe() {
+            try await cache.changes.forEachChange {
                 _ = try identities(selectors, peer, "FetchX509Bundles")
                 let message = WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() }
                 if message != last {
@@ -152,7 +152,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         _ = try identities(selectors, peer, "FetchJWTBundles")
         return StreamingServerResponse { writer in
             var last: WorkloadAPI_JWTBundlesResponse?
-            for await _ in cache.subscribe() {
+            try await cache.changes.forEachChange {
                 _ = try identities(selectors, peer, "FetchJWTBundles")
                 let message = WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() }
                 if message != last {

@@ -9,6 +9,7 @@ import HallmarkCA
 import HallmarkPeerCredentials
 import HallmarkProto
 import HallmarkStore
+import HallmarkSupport
 import Logging
 import SPIFFE
 import SwiftASN1
@@ -18,7 +19,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     let config: ServerConfig
     let store: any Store
     let ca: CAManager
-    let events: EntryEvents
+    let events: Broadcast
     let logger: Logger
     let now: @Sendable () -> Date
 
@@ -45,7 +46,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let created = try await store.createEntry(
                 entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.create", target: entry.id, detail: entry.spiffeID.description)
             )
-            events.changed()
+            events.notify()
             return Admin_Entry(created)
         }
     }
@@ -62,7 +63,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let updated = try await store.updateEntry(
                 entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.update", target: entry.id, detail: entry.spiffeID.description)
             )
-            events.changed()
+            events.notify()
             return Admin_Entry(updated)
         }
     }
@@ -74,7 +75,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let deleted = try await store.deleteEntry(
                 id: request.message.id, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id)
             )
-            events.changed()
+            events.notify()
             return Admin_DeleteEntryResponse.with { $0.entry = Admin_Entry(deleted) }
         }
     }
@@ -130,7 +131,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 JoinTokenRecord(id: tokenID, tokenHash: JoinToken.hash(token), spiffeID: alias, expiresAt: expiresAt, createdAt: time),
                 audit: AuditEvent(time: time, callerUID: uid, action: "token.create", target: tokenID, detail: alias?.description ?? "")
             )
-            if alias != nil { events.changed() }
+            if alias != nil { events.notify() }
             return Admin_JoinToken.with {
                 $0.token = token
                 $0.id = tokenID

@@ -10,6 +10,7 @@ import HallmarkAttestation
 import HallmarkCA
 import HallmarkProto
 import HallmarkStore
+import HallmarkSupport
 import Logging
 import SPIFFE
 import SwiftASN1
@@ -19,7 +20,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     let config: ServerConfig
     let store: any Store
     let ca: CAManager
-    let events: EntryEvents
+    let events: Broadcast
     let logger: Logger
     let now: @Sendable () -> Date
 
@@ -76,7 +77,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 try await store.saveAttestedNode(
                     node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: agentID.description, detail: "join token \(record.id)")
                 )
-                events.changed()
+                events.notify()
                 logger.info("agent attested", metadata: ["agent": "\(agentID)", "method": "\(JoinToken.method)", "peer": "\(context.remotePeer)"])
                 let bundle = try await ca.bundle(now: time)
                 try await writer.write(AgentAPI_AttestResponse.with {
@@ -147,7 +148,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         let node = try await guarded("agent.sync", context) { try await callingAgent(context) }
         return StreamingServerResponse { writer in
             var last: AgentAPI_SyncResponse?
-            for await _ in events.subscribe() {
+            try await events.forEachChange {
                 // Re-checked on every change: an evicted or banned agent's stream ends at once.
                 guard let current = try await store.attestedNode(node.spiffeID), !current.banned, current.serialNumber == node.serialNumber else {
                     logger.notice("entry stream closed: agent no longer attested", metadata: ["agent": "\(node.spiffeID)"])

@@ -8,6 +8,7 @@ import GRPCNIOTransportHTTP2
 import HallmarkCA
 import HallmarkPeerCredentials
 import HallmarkStore
+import HallmarkSupport
 public import Logging
 import SPIFFE
 import SPIFFETLS
@@ -29,7 +30,7 @@ public struct HallmarkServer: Service {
         let store = try SQLiteStore(path: config.databasePath)
         let ca = CAManager(config: config, store: store, logger: logger)
         try await ca.start(now: Date())
-        let events = EntryEvents()
+        let events = Broadcast()
 
         let socketPath = config.adminSocketPath
         try Self.prepareSocketPath(socketPath)
@@ -73,7 +74,13 @@ public struct HallmarkServer: Service {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await admin.serve() }
                 group.addTask { try await agentAPI.serve() }
-                group.addTask { try await Self.renewServerSVID(reloader: reloader, ca: ca, config: config, logger: logger) }
+                group.addTask {
+                    do {
+                        try await cancelWhenGracefulShutdown {
+                            try await Self.renewServerSVID(reloader: reloader, ca: ca, config: config, logger: logger)
+                        }
+                    } catch is CancellationError {}
+                }
                 if let address = try await admin.listeningAddress, address.unixDomainSocket != nil {
                     // Connecting needs write permission: owner and group only, never others.
                     chmod(socketPath, 0o660)
@@ -89,6 +96,8 @@ public struct HallmarkServer: Service {
             }
         } onGracefulShutdown: {
             logger.info("hallmark server shutting down")
+            // Long-lived entry streams end, so that the servers can finish.
+            events.finishAll()
             admin.beginGracefulShutdown()
             agentAPI.beginGracefulShutdown()
         }
