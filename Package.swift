@@ -132,7 +132,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "HallmarkTestSupport", "hallmark"] + crypto,
+            dependencies: ["SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkTestSupport", "hallmark"] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]

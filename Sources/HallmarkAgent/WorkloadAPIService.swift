@@ -54,6 +54,8 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         _ = try identities(selectors, peer, "FetchX509SVID")
         return StreamingServerResponse { writer in
             var last: WorkloadAPI_X509SVIDResponse?
+            logger.debug("X.509 stream opened", metadata: ["caller": "\(peer)"])
+            defer { logger.debug("X.509 stream ended", metadata: ["caller": "\(peer)"]) }
             try await cache.changes.forEachChange {
                 let current = try identities(selectors, peer, "FetchX509SVID")
                 let bundle = cache.bundle.map { Data($0.x509Bundle.der) } ?? Data()
@@ -71,6 +73,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
                 if message != last {
                     try await writer.write(message)
                     last = message
+                    logger.debug("X.509 stream update", metadata: ["caller": "\(peer)", "svids": "\(message.svids.count)"])
                 }
             }
             return [:]

@@ -21,13 +21,15 @@ enum AgentAuthorization {
         }
         var visited = Set(roots)
         var queue = roots
-        var authorised: [String: RegistrationEntry] = [:]
+        var seen = Set<String>()
+        var authorised: [RegistrationEntry] = []
         while let parent = queue.popLast() {
-            for entry in try await store.entries(matching: EntryFilter(parentID: parent)) where authorised[entry.id] == nil {
-                authorised[entry.id] = entry
+            for entry in try await store.entries(matching: EntryFilter(parentID: parent)) where seen.insert(entry.id).inserted {
+                authorised.append(entry)
                 if visited.insert(entry.spiffeID).inserted { queue.append(entry.spiffeID) }
             }
         }
-        return authorised.values.sorted { ($0.createdAt, $0.id) < ($1.createdAt, $1.id) }
+        // Oldest first, so that the default SVID (the first) stays put as entries are added.
+        return authorised.sorted { $0.createdAt < $1.createdAt }
     }
 }

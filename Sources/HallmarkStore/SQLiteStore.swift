@@ -190,7 +190,7 @@ public final class SQLiteStore: Store {
             arguments += [selector.type, selector.value]
         }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let rows = try Row.fetchAll(db, sql: "SELECT e.* FROM entries e \(whereClause) ORDER BY e.created_at, e.id", arguments: arguments)
+        let rows = try Row.fetchAll(db, sql: "SELECT e.* FROM entries e \(whereClause) ORDER BY e.created_at, e.rowid", arguments: arguments)
         guard !rows.isEmpty else { return [] }
         let scope = conditions.isEmpty ? "" : "WHERE entry_id IN (SELECT e.id FROM entries e \(whereClause))"
         var selectors: [String: [Selector]] = [:]

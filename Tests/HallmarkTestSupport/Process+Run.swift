@@ -1,6 +1,6 @@
 // Running a program as a child process and collecting its exit status and output.
 
-import Foundation
+public import Foundation
 
 public struct ProcessResult: Sendable {
     public let status: Int32
@@ -15,9 +15,11 @@ public struct ProcessResult: Sendable {
 }
 
 public enum Run {
-    /// Runs `executable` with `arguments` and waits for it to exit.
+    /// Runs `executable` with `arguments` and waits for it to exit; a process still running after
+    /// `timeout` seconds is killed, so that a hung child fails the test instead of hanging it.
     public static func process(
-        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil
+        _ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: String? = nil,
+        timeout: TimeInterval = 120
     ) throws -> ProcessResult {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
@@ -30,6 +32,10 @@ public enum Run {
         process.standardError = err
         process.standardInput = stdin
         try process.run()
+        let pid = process.processIdentifier
+        let watchdog = DispatchWorkItem { kill(pid, SIGKILL) }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
         if let input { stdin.fileHandleForWriting.write(Data(input.utf8)) }
         try stdin.fileHandleForWriting.close()
         // Read both pipes before waiting, so a chatty child never blocks on a full pipe.

@@ -49,6 +49,7 @@ public final class TestServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: Run.hallmarkBinary)
         process.arguments = [
             "server", "run", "--data-dir", dataDir, "--trust-domain", trustDomain, "--admin-socket", adminSocket,
+            "--listen", "127.0.0.1:\(agentPort ?? 0)",
         ] + arguments
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardOutput = log
@@ -57,7 +58,17 @@ public final class TestServer: @unchecked Sendable {
         try process.run()
         self.process = process
         try waitFor("hallmark server listening", in: logPath, while: process)
+        // The agent API keeps its port across restarts, so that agents can come back to it.
+        if agentPort == nil, let text = try? String(contentsOfFile: logPath, encoding: .utf8),
+            let range = text.range(of: #"agent_api=127\.0\.0\.1:[0-9]+"#, options: .regularExpression)
+        {
+            agentPort = Int(text[range].split(separator: ":").last!)
+        }
     }
+
+    /// The agent API's port, once the server has listened.
+    public private(set) var agentPort: Int?
+    public var agentAddress: String { "127.0.0.1:\(agentPort ?? 0)" }
 
     /// SIGTERM, and wait for the exit; returns the exit status.
     @discardableResult

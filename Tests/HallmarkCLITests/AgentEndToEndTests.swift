@@ -1,0 +1,234 @@
+// The agent as a workload meets it: a real server and a real agent, the Workload API over its
+// Unix socket, callers told apart by the kernel, and the faults the issue names.
+
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2
+import HallmarkProto
+import HallmarkTestSupport
+import SPIFFE
+import SPIFFETLS
+import SwiftASN1
+import X509
+import Crypto
+import Testing
+
+@Suite("agent end to end", .serialized)
+struct AgentEndToEndTests {
+    private func json(_ text: String) throws -> Any { try JSONSerialization.jsonObject(with: Data(text.utf8)) }
+
+    @Test("a workload gets its SVID, which verifies against the bundle with openssl too")
+    func fetch() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        #expect(agent.spiffeID.hasPrefix("spiffe://example.org/hallmark/agent/join-token/"))
+        try agent.register("/model/llama", selectors: ["unix:uid:0"], extra: ["--dns-name", "llama.local"])
+        _ = try agent.waitForSVID("spiffe://example.org/model/llama")
+        let out = server.dir.path("fetched")
+        let fetched = try agent.workload(["svid", "fetch", "--write", out])
+        #expect(fetched.status == 0, "\(fetched.stderr)")
+        #expect(fetched.stdout.contains("Verified against the bundle: yes"))
+        let openssl = try Run.process("/usr/bin/openssl", ["verify", "-x509_strict", "-CAfile", "\(out)/bundle.pem", "\(out)/svid.pem"])
+        #expect(openssl.status == 0, "\(openssl.stdout)\(openssl.stderr)")
+        let mode = try FileManager.default.attributesOfItem(atPath: "\(out)/svid.key")[.posixPermissions] as? NSNumber
+        #expect(mode?.intValue == 0o600)
+    }
+
+    @Test("callers are told apart by the kernel: uid, user, path; an unknown caller is refused")
+    func workloadAttestation() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/nobody", selectors: ["unix:uid:65534"])
+        try agent.register("/nobody-by-name", selectors: ["unix:user:nobody", "unix:path:\(URL(fileURLWithPath: Run.hallmarkBinary).resolvingSymlinksInPath().path)"])
+        try agent.register("/root-only", selectors: ["unix:uid:0"])
+        let fetched = try agent.waitForSVID("spiffe://example.org/nobody-by-name", uid: 65534)
+        let ids = Set(((try json(fetched.stdout) as? [[String: Any]]) ?? []).compactMap { $0["spiffe_id"] as? String })
+        #expect(ids == ["spiffe://example.org/nobody", "spiffe://example.org/nobody-by-name"], "every SVID whose selectors all match, and no other")
+        let stranger = try agent.workload(["svid", "fetch"], uid: 4242, gid: 4242)
+        #expect(stranger.status == 1)
+        #expect(stranger.stderr.contains("permissionDenied") && stranger.stderr.contains("no identity issued"))
+        #expect(agent.log.contains("uid=4242") && agent.log.contains("no identity issued"), "the refusal is logged")
+        let byHash = try agent.workload(["svid", "fetch", "--output", "json"])
+        #expect(byHash.stdout.contains("spiffe://example.org/root-only") && !byHash.stdout.contains("nobody"))
+    }
+
+    @Test("the Workload API socket is reachable by everyone in a directory only the agent writes")
+    func socketModes() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        let socketMode = (try FileManager.default.attributesOfItem(atPath: agent.socket)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(socketMode == 0o777)
+        let directory = (agent.socket as NSString).deletingLastPathComponent
+        let directoryMode = (try FileManager.default.attributesOfItem(atPath: directory)[.posixPermissions] as? NSNumber)?.intValue ?? 0o777
+        #expect(directoryMode & 0o022 == 0)
+        let dataMode = (try FileManager.default.attributesOfItem(atPath: agent.dataDir)[.posixPermissions] as? NSNumber)?.intValue
+        #expect(dataMode == 0o700)
+        let keyMode = (try FileManager.default.attributesOfItem(atPath: "\(agent.dataDir)/agent-svid.key")[.posixPermissions] as? NSNumber)?.intValue
+        #expect(keyMode == 0o600)
+    }
+
+    @Test("JWT-SVIDs: fetched over the Workload API and validated by the agent")
+    func jwt() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let token = try agent.workload(["jwt", "fetch", "--audience", "inference"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(token.split(separator: ".").count == 3)
+        let valid = try agent.workload(["jwt", "validate", "--audience", "inference", "--token", token])
+        #expect(valid.stdout.contains("valid: spiffe://example.org/svc"), "\(valid.stderr)")
+        let wrong = try agent.workload(["jwt", "validate", "--audience", "other", "--token", token])
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("does not contain 'other'"))
+        let missing = try agent.workload(["jwt", "fetch"])
+        #expect(missing.status != 0)
+    }
+
+    @Test("a reused join token is refused, and the refusal is logged")
+    func reusedToken() throws {
+        let server = try TestServer()
+        let token = try TestAgent.token(server)
+        let bundle = try server.dir.write("bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
+        let first = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("a1"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("a1.sock"), "--join-token", "not-a-token",
+        ])
+        #expect(first.status != 0)
+        #expect(first.stderr.contains("the join token is not known"), "\(first.stderr)")
+        // A real agent spends the token; the same token again is refused.
+        let agent = try TestAgent(server: server, name: "real", token: token)
+        #expect(!agent.spiffeID.isEmpty)
+        let spent = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("a3"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("a3.sock"), "--join-token", token,
+        ])
+        #expect(spent.status != 0)
+        #expect(spent.stderr.contains("already used"), "\(spent.stderr)")
+        #expect(server.log.contains("attestation refused"))
+    }
+
+    @Test("an agent that restarts resumes with its saved SVID, without a token")
+    func restartResumes() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        agent.kill()
+        try agent.start(["--insecure-bootstrap"])
+        #expect(agent.log.contains("resuming as \(agent.spiffeID)"))
+        _ = try agent.waitForSVID("spiffe://example.org/svc", timeout: 5)
+    }
+
+    @Test("with the server away, workloads keep their SVIDs; when it returns the agent resumes by itself")
+    func serverOutage() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        #expect(server.stop() == 0)
+        let cached = try agent.workload(["svid", "fetch"])
+        #expect(cached.status == 0, "cached SVIDs are served while the server is away: \(cached.stderr)")
+        try server.start()
+        try agent.register("/after-outage", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/after-outage", timeout: 60)
+        #expect(agent.log.contains("lost the server"))
+    }
+
+    @Test("an SVID with a short TTL rotates, and the open stream sees it")
+    func rotation() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/short", selectors: ["unix:uid:0"], extra: ["--x509-ttl", "4"])
+        _ = try agent.waitForSVID("spiffe://example.org/short")
+        let watch = try agent.workload(["svid", "watch", "--count", "2"])
+        let lines = watch.stdout.split(separator: "\n")
+        #expect(lines.count == 2, "\(watch.stdout)\(watch.stderr)")
+        let serials = Set(lines.compactMap { $0.components(separatedBy: "serial ").last })
+        #expect(serials.count == 2, "the second message carries a new certificate")
+    }
+
+    // MARK: The agent API, called directly
+
+    private func agentAPI(_ server: TestServer, certificate: [UInt8], key: [UInt8]) throws -> HTTP2ClientTransport.Posix {
+        try HTTP2ClientTransport.Posix(
+            target: .ipv4(host: "127.0.0.1", port: server.agentPort ?? 0),
+            transportSecurity: .mTLS(certificateChain: [.bytes(certificate, format: .der)], privateKey: .bytes(key, format: .der)) {
+                $0.serverCertificateVerification = .noHostnameVerification
+                $0.customVerificationCallback = SPIFFEPeerVerification.possessionOnly
+            },
+            config: .defaults { $0.http2.authority = "hallmark-server" }
+        )
+    }
+
+    private func selfSigned() throws -> (certificate: [UInt8], key: [UInt8]) {
+        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let name = try DistinguishedName { CommonName("intruder") }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: key.publicKey, notValidBefore: Date().addingTimeInterval(-60),
+            notValidAfter: Date().addingTimeInterval(600), issuer: name, subject: name, signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: Certificate.Extensions(), issuerPrivateKey: key
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return (serializer.serializedBytes, try PEMDocument(pemString: key.serializeAsPEM().pemString).derBytes)
+    }
+
+    @Test("a garbage attestation message is refused with InvalidArgument, and the server keeps serving")
+    func garbageAttestation() async throws {
+        let server = try TestServer()
+        let (certificate, key) = try selfSigned()
+        let error = await #expect(throws: RPCError.self) {
+            try await withGRPCClient(transport: try agentAPI(server, certificate: certificate, key: key)) { client in
+                try await AgentAPI_AgentAPI.Client(wrapping: client).attestAgent(
+                    requestProducer: { writer in try await writer.write(AgentAPI_AttestRequest.with { $0.challengeResponse = Data([1, 2, 3]) }) },
+                    onResponse: { response in for try await _ in response.messages {} }
+                )
+            }
+        }
+        #expect(error?.code == .invalidArgument)
+        // Without an SVID, nothing but attestation is open.
+        let sync = await #expect(throws: RPCError.self) {
+            try await withGRPCClient(transport: try agentAPI(server, certificate: certificate, key: key)) { client in
+                try await AgentAPI_AgentAPI.Client(wrapping: client).batchNewX509SVID(AgentAPI_BatchNewX509SVIDRequest())
+            }
+        }
+        #expect(sync?.code == .unauthenticated)
+        let agent = try TestAgent(server: server)
+        #expect(!agent.spiffeID.isEmpty, "the server still attests real agents")
+    }
+
+    @Test("a CSR for an entry the agent may not hold is refused and logged; its own are signed")
+    func unauthorisedCSR() async throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        let mine = try agent.register("/mine", selectors: ["unix:uid:0"])
+        let other = try server.hallmark([
+            "entry", "create", "--spiffe-id", "spiffe://example.org/theirs", "--parent-id", "spiffe://example.org/hallmark/agent/join-token/other",
+            "--selector", "unix:uid:0", "--output", "json",
+        ])
+        let theirs = try #require((try json(other.stdout) as? [String: Any])?["id"] as? String)
+        let chain = try X509SVID.certificates(pem: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8))
+        let keyPEM = try String(contentsOfFile: "\(agent.dataDir)/agent-svid.key", encoding: .utf8)
+        var serializer = DER.Serializer()
+        try serializer.serialize(chain[0])
+        let keyDER = try PEMDocument(pemString: keyPEM).derBytes
+        let csrKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let csr = try CertificateSigningRequest(
+            version: .v1, subject: DistinguishedName(), privateKey: csrKey, attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: .ecdsaWithSHA256
+        )
+        var csrDER = DER.Serializer()
+        try csrDER.serialize(csr)
+        let response = try await withGRPCClient(transport: try agentAPI(server, certificate: serializer.serializedBytes, key: keyDER)) { client in
+            try await AgentAPI_AgentAPI.Client(wrapping: client).batchNewX509SVID(AgentAPI_BatchNewX509SVIDRequest.with {
+                $0.params = [mine, theirs].map { id in AgentAPI_X509SVIDParams.with { $0.entryID = id; $0.csr = Data(csrDER.serializedBytes) } }
+            })
+        }
+        #expect(response.results.count == 2)
+        #expect(response.results[0].statusCode == 0 && !response.results[0].chain.isEmpty)
+        #expect(response.results[1].statusCode == Int32(RPCError.Code.permissionDenied.rawValue))
+        #expect(response.results[1].chain.isEmpty)
+        #expect(server.log.contains("CSR refused"))
+        let audit = try server.hallmark(["audit", "show", "--output", "json"])
+        #expect(audit.stdout.contains("\"refused\""))
+    }
+}
