@@ -46,6 +46,9 @@ struct ServerCommand: AsyncParsableCommand {
         @Option(name: .customLong("default-jwt-ttl"), help: "JWT-SVID TTL for entries that set none (default 300).")
         var defaultJWTTTL: Int?
 
+        @Option(name: .customLong("agent-svid-ttl"), help: "Agents' own SVID TTL in seconds (default 3600).")
+        var agentSVIDTTL: Int?
+
         @Option(name: .customLong("upstream-ca-cert"), help: "An upstream CA certificate (PEM) that signs this server's CA.")
         var upstreamCACert: String?
 
@@ -96,6 +99,12 @@ struct ServerCommand: AsyncParsableCommand {
                 }
                 settings.defaultJWTSVIDTTL = TimeInterval(ttl)
             }
+            if let ttl = agentSVIDTTL ?? file.agent_svid_ttl {
+                guard (2...ServerConfig.maximumX509SVIDTTL).contains(ttl) else {
+                    throw ValidationError("--agent-svid-ttl: must be 2 to \(ServerConfig.maximumX509SVIDTTL) seconds")
+                }
+                settings.agentSVIDTTL = TimeInterval(ttl)
+            }
             settings.upstreamCACert = upstreamCACert ?? file.upstream_ca_cert
             settings.upstreamCAKey = upstreamCAKey ?? file.upstream_ca_key
             guard (settings.upstreamCACert == nil) == (settings.upstreamCAKey == nil) else {
@@ -128,6 +137,7 @@ struct ServerConfigFile: Decodable {
     var ca_ttl: Int?
     var default_x509_svid_ttl: Int?
     var default_jwt_svid_ttl: Int?
+    var agent_svid_ttl: Int?
     var upstream_ca_cert: String?
     var upstream_ca_key: String?
 

@@ -147,6 +147,27 @@ struct AgentEndToEndTests {
         #expect(serials.count == 2, "the second message carries a new certificate")
     }
 
+    @Test("the agent renews its own SVID at half-life and keeps serving; healthcheck answers")
+    func agentRenewal() throws {
+        let server = try TestServer(arguments: ["--agent-svid-ttl", "4"])
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let before = try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8)
+        try waitFor("renewed the agent SVID", in: agent.logPath, while: Process(), timeout: 30, requireRunning: false)
+        let after = try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8)
+        #expect(before != after, "the renewed SVID is saved for the next start")
+        // New SVIDs still come after the agent reconnected with its renewed certificate.
+        try agent.register("/after-renewal", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/after-renewal")
+        let health = try agent.workload(["healthcheck"])
+        #expect(health.status == 0 && health.stdout.contains("healthy"))
+        let stranger = try agent.workload(["healthcheck"], uid: 4242, gid: 4242)
+        #expect(stranger.status == 0, "a process without an identity still learns that the agent is up")
+        let nowhere = try Run.process(Run.hallmarkBinary, ["healthcheck", "--socket", server.dir.path("nowhere.sock")])
+        #expect(nowhere.status == 1)
+    }
+
     // MARK: The agent API, called directly
 
     private func agentAPI(_ server: TestServer, certificate: [UInt8], key: [UInt8]) throws -> HTTP2ClientTransport.Posix {
