@@ -47,55 +47,52 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         return [bundle.trustDomain.name: Data(bundle.x509Bundle.der)]
     }
 
-    func fetchX509SVID(
-        request: ServerRequest<WorkloadAPI_X509SVIDRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<WorkloadAPI_X509SVIDResponse> {
-        let (peer, selectors) = try caller(request.metadata, "FetchX509SVID")
-        _ = try identities(selectors, peer, "FetchX509SVID")
+    /// A stream that sends `message(identities)` at once and again whenever it changes, and ends
+    /// with PermissionDenied when the caller no longer has any identity.
+    private func changeStream<Message: SwiftProtobuf.Message & Equatable>(
+        _ method: String, _ metadata: Metadata, message: @escaping @Sendable ([CachedIdentity]) -> Message
+    ) throws -> StreamingServerResponse<Message> {
+        let (peer, selectors) = try caller(metadata, method)
+        _ = try identities(selectors, peer, method)
         return StreamingServerResponse { writer in
-            var last: WorkloadAPI_X509SVIDResponse?
-            logger.debug("X.509 stream opened", metadata: ["caller": "\(peer)"])
-            defer { logger.debug("X.509 stream ended", metadata: ["caller": "\(peer)"]) }
+            var last: Message?
+            logger.debug("stream opened", metadata: ["method": "\(method)", "caller": "\(peer)"])
+            defer { logger.debug("stream ended", metadata: ["method": "\(method)", "caller": "\(peer)"]) }
             try await cache.changes.forEachChange {
-                let current = try identities(selectors, peer, "FetchX509SVID")
-                let bundle = cache.bundle.map { Data($0.x509Bundle.der) } ?? Data()
-                let message = WorkloadAPI_X509SVIDResponse.with { response in
-                    response.svids = current.map { identity in
-                        WorkloadAPI_X509SVID.with {
-                            $0.spiffeID = identity.spiffeID.description
-                            $0.x509Svid = Data(identity.svid.chainDER)
-                            $0.x509SvidKey = Data((try? identity.svid.privateKeyDER()) ?? [])
-                            $0.bundle = bundle
-                            $0.hint = identity.hint
-                        }
-                    }
-                }
-                if message != last {
-                    try await writer.write(message)
-                    last = message
-                    logger.debug("X.509 stream update", metadata: ["caller": "\(peer)", "svids": "\(message.svids.count)"])
+                let next = message(try identities(selectors, peer, method))
+                if next != last {
+                    try await writer.write(next)
+                    last = next
                 }
             }
             return [:]
         }
     }
 
+    func fetchX509SVID(
+        request: ServerRequest<WorkloadAPI_X509SVIDRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<WorkloadAPI_X509SVIDResponse> {
+        try changeStream("FetchX509SVID", request.metadata) { [cache] identities in
+            let bundle = cache.bundle.map { Data($0.x509Bundle.der) } ?? Data()
+            return WorkloadAPI_X509SVIDResponse.with { response in
+                response.svids = identities.map { identity in
+                    WorkloadAPI_X509SVID.with {
+                        $0.spiffeID = identity.spiffeID.description
+                        $0.x509Svid = Data(identity.svid.chainDER)
+                        $0.x509SvidKey = Data((try? identity.svid.privateKeyDER()) ?? [])
+                        $0.bundle = bundle
+                        $0.hint = identity.hint
+                    }
+                }
+            }
+        }
+    }
+
     func fetchX509Bundles(
         request: ServerRequest<WorkloadAPI_X509BundlesRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<WorkloadAPI_X509BundlesResponse> {
-        let (peer, selectors) = try caller(request.metadata, "FetchX509Bundles")
-        _ = try identities(selectors, peer, "FetchX509Bundles")
-        return StreamingServerResponse { writer in
-            var last: WorkloadAPI_X509BundlesResponse?
-            try await cache.changes.forEachChange {
-                _ = try identities(selectors, peer, "FetchX509Bundles")
-                let message = WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() }
-                if message != last {
-                    try await writer.write(message)
-                    last = message
-                }
-            }
-            return [:]
+        try changeStream("FetchX509Bundles", request.metadata) { [self] _ in
+            WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() }
         }
     }
 
@@ -151,19 +148,8 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
     func fetchJWTBundles(
         request: ServerRequest<WorkloadAPI_JWTBundlesRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<WorkloadAPI_JWTBundlesResponse> {
-        let (peer, selectors) = try caller(request.metadata, "FetchJWTBundles")
-        _ = try identities(selectors, peer, "FetchJWTBundles")
-        return StreamingServerResponse { writer in
-            var last: WorkloadAPI_JWTBundlesResponse?
-            try await cache.changes.forEachChange {
-                _ = try identities(selectors, peer, "FetchJWTBundles")
-                let message = WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() }
-                if message != last {
-                    try await writer.write(message)
-                    last = message
-                }
-            }
-            return [:]
+        try changeStream("FetchJWTBundles", request.metadata) { [self] _ in
+            WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() }
         }
     }
 
