@@ -69,10 +69,4 @@ enum AgentIdentity {
             issuerPrivateKey: key
         )
     }
-
-    static func der(_ certificate: Certificate) throws -> [UInt8] {
-        var serializer = DER.Serializer()
-        try serializer.serialize(certificate)
-        return serializer.serializedBytes
-    }
 }

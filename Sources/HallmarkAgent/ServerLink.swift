@@ -81,7 +81,7 @@ final class ServerLink: Sendable {
             let bundle = X509Bundle(trustDomain: domain, authorities: anchors)
             verify = verifyServer { bundle }
         }
-        let transport = try transport(certificate: try AgentIdentity.der(bootstrap), key: try key.derBytes(), verifyServer: verify)
+        let transport = try transport(certificate: bootstrap.derBytes, key: try key.derBytes(), verifyServer: verify)
         let result = try await withGRPCClient(transport: transport) { grpc in
             let api = AgentAPI_AgentAPI.Client(wrapping: grpc)
             let (challenges, challenge) = AsyncStream<[UInt8]>.makeStream()
@@ -162,7 +162,7 @@ final class ServerLink: Sendable {
     private func session(_ identity: X509SVID) async throws -> X509SVID {
         let cache = self.cache
         let transport = try transport(
-            certificate: try AgentIdentity.der(identity.leaf), key: try identity.privateKeyDER(),
+            certificate: identity.leaf.derBytes, key: try identity.privateKeyDER(),
             verifyServer: verifyServer { cache.bundle?.x509Bundle }
         )
         do {

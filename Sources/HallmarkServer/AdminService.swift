@@ -215,8 +215,8 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             ])
             let bundle = try await ca.bundle(now: time)
             return Admin_MintX509SVIDResponse.with {
-                $0.chain = chain.map { Data(DERBytes.of($0)) }
-                $0.bundle = bundle.x509Authorities.map { Data(DERBytes.of($0)) }
+                $0.chain = chain.map { Data($0.derBytes) }
+                $0.bundle = bundle.x509Authorities.map { Data($0.derBytes) }
                 $0.expiresAt = Int64(chain[0].notValidAfter.timeIntervalSince1970)
             }
         }
@@ -294,13 +294,5 @@ enum AdminErrors {
         default:
             return RPCError(code: .internalError, message: "internal error: \(error)")
         }
-    }
-}
-
-enum DERBytes {
-    static func of(_ certificate: Certificate) -> [UInt8] {
-        var serializer = DER.Serializer()
-        try! serializer.serialize(certificate)
-        return serializer.serializedBytes
     }
 }

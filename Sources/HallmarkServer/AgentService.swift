@@ -83,7 +83,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 try await writer.write(AgentAPI_AttestResponse.with {
                     $0.result = AgentAPI_AttestResult.with {
                         $0.spiffeID = agentID.description
-                        $0.svidChain = chain.map { Data(DERBytes.of($0)) }
+                        $0.svidChain = chain.map { Data($0.derBytes) }
                         $0.bundleJwks = Data((try? bundle.json()) ?? [])
                     }
                 })
@@ -140,7 +140,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
             node.serialNumber = Self.serial(chain[0])
             node.expiresAt = chain[0].notValidAfter
             try await store.saveAttestedNode(node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
-            return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = chain.map { Data(DERBytes.of($0)) } })
+            return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = chain.map { Data($0.derBytes) } })
         }
     }
 
@@ -197,7 +197,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 do {
                     let ttl = entry.x509SVIDTTL == 0 ? config.defaultX509SVIDTTL : TimeInterval(entry.x509SVIDTTL)
                     let chain = try await sign(csr: Array(param.csr), id: entry.spiffeID, dnsNames: entry.dnsNames, ttl: ttl, at: time)
-                    result.chain = chain.map { Data(DERBytes.of($0)) }
+                    result.chain = chain.map { Data($0.derBytes) }
                     result.expiresAt = Int64(chain[0].notValidAfter.timeIntervalSince1970)
                     audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Self.serial(chain[0])) to \(node.spiffeID)"))
                 } catch let error as CAError {

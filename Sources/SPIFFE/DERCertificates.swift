@@ -3,6 +3,11 @@
 public import X509
 import SwiftASN1
 
+extension Certificate {
+    /// The certificate's DER encoding.
+    public var derBytes: [UInt8] { DERCertificates.der(self) }
+}
+
 enum DERCertificates {
     /// Splits concatenated DER certificates (the Workload API's encoding) and parses each.
     static func parse(concatenated bytes: [UInt8], area: String) throws -> [Certificate] {

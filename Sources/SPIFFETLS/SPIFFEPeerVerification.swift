@@ -5,7 +5,6 @@
 public import NIOCore
 public import NIOSSL
 public import SPIFFE
-import SwiftASN1
 public import X509
 
 public enum SPIFFEPeerVerification {
@@ -44,13 +43,5 @@ public enum SPIFFEPeerVerification {
     /// where some callers have no SVID yet (node attestation).
     public static let possessionOnly: Callback = { certificates, promise in
         promise.succeed(.certificateVerified(VerificationMetadata(ValidatedCertificateChain(certificates))))
-    }
-}
-
-enum DERCertificate {
-    static func bytes(_ certificate: Certificate) throws -> [UInt8] {
-        var serializer = DER.Serializer()
-        try serializer.serialize(certificate)
-        return serializer.serializedBytes
     }
 }

@@ -39,7 +39,7 @@ public final class SVIDCertificateReloader: CertificateReloader, Sendable {
     }
 
     private static func load(_ svid: X509SVID) throws -> Loaded {
-        let chain = try svid.certificates.map { try NIOSSLCertificate(bytes: DERCertificate.bytes($0), format: .der) }
+        let chain = try svid.certificates.map { try NIOSSLCertificate(bytes: $0.derBytes, format: .der) }
         let key = try NIOSSLPrivateKey(bytes: try svid.privateKeyDER(), format: .der)
         return Loaded(svid: svid, chain: chain, key: key)
     }
