@@ -81,6 +81,13 @@ public struct HallmarkServer: Service {
                         }
                     } catch is CancellationError {}
                 }
+                group.addTask {
+                    do {
+                        try await cancelWhenGracefulShutdown {
+                            try await Self.pruneExpiredEntries(store: store, events: events, logger: logger)
+                        }
+                    } catch is CancellationError {}
+                }
                 if let address = try await admin.listeningAddress, address.unixDomainSocket != nil {
                     // Connecting needs write permission: owner and group only, never others.
                     chmod(socketPath, 0o660)
@@ -130,6 +137,22 @@ public struct HallmarkServer: Service {
             } catch {
                 logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
                 try await Task.sleep(for: .seconds(5))
+            }
+        }
+    }
+
+    /// Removes entries past their `expires_at` once a second; agents' streams hear of it at once.
+    static func pruneExpiredEntries(store: any Store, events: Broadcast, logger: Logger) async throws {
+        while true {
+            try await Task.sleep(for: .seconds(1))
+            do {
+                let pruned = try await store.pruneExpiredEntries(at: Date())
+                if !pruned.isEmpty {
+                    events.notify()
+                    logger.info("removed expired entries", metadata: ["entries": "\(pruned.map(\.id).joined(separator: ","))"])
+                }
+            } catch {
+                logger.error("could not remove expired entries; retrying", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -168,6 +168,29 @@ struct AgentEndToEndTests {
         #expect(nowhere.status == 1)
     }
 
+    @Test("an entry past expires_at is removed by the server and leaves the workload's SVIDs")
+    func entryExpiry() throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/stays", selectors: ["unix:uid:0"])
+        // A real expiry a few seconds out: the server's clock is a process's, like a rotation's.
+        let expiresAt = Date().addingTimeInterval(3).formatted(.iso8601)
+        let id = try agent.register("/expires", selectors: ["unix:uid:0"], extra: ["--expires-at", expiresAt])
+        _ = try agent.waitForSVID("spiffe://example.org/expires")
+        let deadline = Date().addingTimeInterval(30)
+        var listing = ""
+        while Date() < deadline {
+            listing = try agent.workload(["svid", "fetch", "--output", "json"]).stdout
+            if !listing.contains("/expires"), listing.contains("/stays") { break }
+            usleep(100_000)
+        }
+        #expect(!listing.contains("spiffe://example.org/expires") && listing.contains("spiffe://example.org/stays"), "\(listing)")
+        let shown = try server.hallmark(["entry", "show", "--id", id, "--output", "json"])
+        #expect(shown.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "[\n\n]" || !shown.stdout.contains(id))
+        let audit = try server.hallmark(["audit", "show", "--output", "json"]).stdout
+        #expect(audit.contains("entry.expire"))
+    }
+
     // MARK: The agent API, called directly
 
     private func agentAPI(_ server: TestServer, certificate: [UInt8], key: [UInt8]) throws -> HTTP2ClientTransport.Posix {
