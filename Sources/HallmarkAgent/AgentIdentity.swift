@@ -43,18 +43,6 @@ enum AgentIdentity {
         _ = rename(temporary, path)
     }
 
-    /// A new key and a CSR for it (the SPIFFE ID is the server's to decide).
-    static func keyAndCSR() throws -> (key: Certificate.PrivateKey, csr: [UInt8]) {
-        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        let csr = try CertificateSigningRequest(
-            version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
-            signatureAlgorithm: .ecdsaWithSHA256
-        )
-        var serializer = DER.Serializer()
-        try serializer.serialize(csr)
-        return (key, serializer.serializedBytes)
-    }
-
     /// A short-lived self-signed certificate that lets an agent without an SVID complete mTLS to attest.
     static func bootstrapCertificate(_ key: Certificate.PrivateKey, now: Date) throws -> Certificate {
         let name = try DistinguishedName { CommonName("hallmark-agent-bootstrap") }

@@ -64,7 +64,8 @@ final class ServerLink: Sendable {
         guard let token = config.joinToken, !token.isEmpty else {
             throw AgentError("agent: no usable SVID in \(config.dataDir) and no --join-token to attest with")
         }
-        let (key, csr) = try AgentIdentity.keyAndCSR()
+        let request = try SVIDRequest()
+        let (key, csr) = (request.privateKey, request.csr)
         let bootstrap = try AgentIdentity.bootstrapCertificate(key, now: Date())
         let verify: SPIFFEPeerVerification.Callback
         if config.insecureBootstrap {
@@ -211,7 +212,8 @@ final class ServerLink: Sendable {
             var keys: [String: (Certificate.PrivateKey, Int64)] = [:]
             let request = AgentAPI_BatchNewX509SVIDRequest.with { request in
                 request.params = batch.compactMap { entry in
-                    guard let (key, csr) = try? AgentIdentity.keyAndCSR() else { return nil }
+                    guard let request = try? SVIDRequest() else { return nil }
+                    let (key, csr) = (request.privateKey, request.csr)
                     keys[entry.id] = (key, entry.revisionNumber)
                     return AgentAPI_X509SVIDParams.with {
                         $0.entryID = entry.id
@@ -250,7 +252,8 @@ final class ServerLink: Sendable {
                 try await sign(due, api)
             }
             if now >= agentHalfLife {
-                let (key, csr) = try AgentIdentity.keyAndCSR()
+                let request = try SVIDRequest()
+        let (key, csr) = (request.privateKey, request.csr)
                 let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
                 let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
                 let renewed = try X509SVID(certificates: chain, privateKey: key)

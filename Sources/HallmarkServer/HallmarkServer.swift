@@ -112,17 +112,11 @@ public struct HallmarkServer: Service {
 
     /// The server's own SVID, `spiffe://TD/hallmark/server`, presented to agents.
     static func issueServerSVID(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval) async throws -> X509SVID {
-        let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        let csr = try CertificateSigningRequest(
-            version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
-            signatureAlgorithm: .ecdsaWithSHA256
-        )
-        var serializer = DER.Serializer()
-        try serializer.serialize(csr)
+        let request = try SVIDRequest()
         let chain = try await ca.activeX509().signX509SVID(
-            X509SVIDParams(csr: serializer.serializedBytes, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
+            X509SVIDParams(csr: request.csr, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
         )
-        return try X509SVID(certificates: chain, privateKey: key)
+        return try X509SVID(certificates: chain, privateKey: request.privateKey)
     }
 
     /// Renews the server's SVID at half of its life; new handshakes present the new one.

@@ -174,16 +174,11 @@ struct X509Command: AsyncParsableCommand {
         @Option var output: OutputFormat = .text
 
         func run() async throws {
-            let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-            let csr = try CertificateSigningRequest(
-                version: .v1, subject: DistinguishedName(), privateKey: key, attributes: CertificateSigningRequest.Attributes(),
-                signatureAlgorithm: .ecdsaWithSHA256
-            )
-            var serializer = DER.Serializer()
-            try serializer.serialize(csr)
+            let svidRequest = try SVIDRequest()
+            let key = svidRequest.privateKey
             let request = Admin_MintX509SVIDRequest.with {
                 $0.spiffeID = spiffeID
-                $0.csr = Data(serializer.serializedBytes)
+                $0.csr = Data(svidRequest.csr)
                 $0.ttlSeconds = ttl ?? 0
                 $0.dnsNames = dnsNames
             }
