@@ -129,6 +129,11 @@ let package = Package(
             dependencies: ["HallmarkStore", "HallmarkAttestation", "HallmarkTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "HallmarkServerTests",
+            dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",

@@ -26,7 +26,9 @@ public final class AgentCache: Sendable {
         var entries: [AgentAPI_Entry] = []
         var svids: [String: (revision: Int64, svid: X509SVID)] = [:]
         var bundle: SPIFFEBundle?
-        var jwts: [String: (token: String, issuedAt: Date, expiresAt: Date)] = [:]
+        var jwts: [String: (token: String, keyID: String, issuedAt: Date, expiresAt: Date)] = [:]
+        /// Authorities whose SVIDs must be replaced (X.509 key identifiers, JWT kids).
+        var tainted: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -35,21 +37,39 @@ public final class AgentCache: Sendable {
 
     public init() {}
 
-    /// Replaces the entries and bundle with the server's latest; drops SVIDs of removed entries.
-    /// - Returns: the entries that need a (new) SVID.
+    /// Replaces the entries, bundle and tainted authorities with the server's latest; drops SVIDs
+    /// of removed entries and JWT-SVIDs signed by a tainted key.
+    /// - Returns: the entries that need a (new) SVID: new, changed, or chained to a tainted authority.
     @discardableResult
-    public func update(entries: [AgentAPI_Entry], bundle: SPIFFEBundle?) -> [AgentAPI_Entry] {
+    public func update(entries: [AgentAPI_Entry], bundle: SPIFFEBundle?, tainted: Set<String> = []) -> [AgentAPI_Entry] {
         state.withLock { state in
             state.entries = entries
             if let bundle { state.bundle = bundle }
+            state.tainted = tainted
             let ids = Set(entries.map(\.id))
             state.svids = state.svids.filter { ids.contains($0.key) }
-            state.jwts = state.jwts.filter { ids.contains(String($0.key.split(separator: "|").first ?? "")) }
+            state.jwts = state.jwts.filter { ids.contains(String($0.key.split(separator: "|").first ?? "")) && !tainted.contains($0.value.keyID) }
             defer { changes.notify() }
             return entries.filter { entry in
-                Self.wantsSVID(entry) && state.svids[entry.id]?.revision != entry.revisionNumber
+                guard Self.wantsSVID(entry), let held = state.svids[entry.id] else { return Self.wantsSVID(entry) }
+                return held.revision != entry.revisionNumber || !held.svid.issuerKeyIDs.isDisjoint(with: tainted)
             }
         }
+    }
+
+    /// Forgets everything: the server no longer accepts this agent, so its workloads get nothing.
+    public func clear() {
+        state.withLock { state in
+            state.entries = []
+            state.svids = [:]
+            state.jwts = [:]
+            changes.notify()
+        }
+    }
+
+    /// Whether an SVID chains to an authority the server has tainted.
+    public func isTainted(_ svid: X509SVID) -> Bool {
+        state.withLock { !svid.issuerKeyIDs.isDisjoint(with: $0.tainted) }
     }
 
     /// Node aliases select agents, not workloads: no SVID is minted for them.
@@ -107,7 +127,11 @@ public final class AgentCache: Sendable {
     }
 
     public func storeJWT(entryID: String, audience: [String], token: String, issuedAt: Date, expiresAt: Date) {
-        state.withLock { $0.jwts[Self.jwtKey(entryID, audience)] = (token, issuedAt, expiresAt) }
+        let keyID = (try? JWTSVID(parsingWithoutSignatureCheck: token, audience: audience.first ?? "", at: issuedAt))?.keyID ?? ""
+        state.withLock { state in
+            guard !state.tainted.contains(keyID) else { return }
+            state.jwts[Self.jwtKey(entryID, audience)] = (token, keyID, issuedAt, expiresAt)
+        }
     }
 
     private static func jwtKey(_ entryID: String, _ audience: [String]) -> String {

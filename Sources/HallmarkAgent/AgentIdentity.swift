@@ -22,6 +22,11 @@ enum AgentIdentity {
         try write(try svid.privateKeyPEM(), to: config.agentKeyPath, mode: 0o600)
     }
 
+    /// Removes the saved SVID and key: the server no longer accepts them.
+    static func forget(_ config: AgentConfig) {
+        for path in [config.agentSVIDPath, config.agentKeyPath] { try? FileManager.default.removeItem(atPath: path) }
+    }
+
     static func loadBundle(_ config: AgentConfig) -> SPIFFEBundle? {
         guard let name = try? String(contentsOfFile: config.trustDomainPath, encoding: .utf8),
             let trustDomain = try? TrustDomain(name.trimmingCharacters(in: .whitespacesAndNewlines)),

@@ -132,29 +132,59 @@ final class ServerLink: Sendable {
     // MARK: Sessions
 
     /// Runs sessions until cancelled, reconnecting with backoff. Returns only by throwing.
+    ///
+    /// When the server refuses the agent itself (evicted, banned, or an SVID it no longer
+    /// accepts), the agent forgets its identity and every workload SVID at once, and tries to
+    /// attest again; a join-token agent cannot, as its token is spent.
     func run(identity initial: X509SVID) async throws {
-        var identity = initial
+        var identity: X509SVID? = initial
         var backoff: Duration = .milliseconds(500)
+        func pause() async throws {
+            try await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(30))
+        }
         while true {
             try Task.checkCancellation()
+            guard let svid = identity else {
+                do {
+                    let attested = try await attest()
+                    try AgentIdentity.save(attested.svid, config)
+                    try AgentIdentity.saveBundle(attested.bundle, config)
+                    cache.update(entries: [], bundle: attested.bundle)
+                    identity = attested.svid
+                    backoff = .milliseconds(500)
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    logger.error("could not attest again; no SVIDs are served", metadata: ["reason": "\(Self.reason(error))", "retry_in": "\(backoff)"])
+                    try await pause()
+                }
+                continue
+            }
             do {
-                identity = try await session(identity)
+                identity = try await session(svid)
                 backoff = .milliseconds(500)
             } catch is CancellationError {
                 throw CancellationError()
             } catch let error as RPCError where error.code == .permissionDenied || error.code == .unauthenticated {
-                logger.error("the server refused this agent", metadata: ["reason": "\(error.message)"])
                 current.withLock { $0 = nil }
-                if identity.expiresAt <= Date() { throw AgentError("agent: the agent SVID expired and the server refuses it: \(error.message)") }
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(30))
+                logger.error(
+                    "the server no longer accepts this agent; dropping every SVID and attesting again",
+                    metadata: ["agent": "\(svid.id)", "reason": "\(error.message)"]
+                )
+                cache.clear()
+                AgentIdentity.forget(config)
+                identity = nil
             } catch {
                 current.withLock { $0 = nil }
                 logger.warning("lost the server; serving cached SVIDs and retrying", metadata: ["error": "\(error)", "retry_in": "\(backoff)"])
-                try await Task.sleep(for: backoff)
-                backoff = min(backoff * 2, .seconds(30))
+                try await pause()
             }
         }
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        (error as? RPCError)?.message ?? "\(error)"
     }
 
     private struct Renewed: Error { let svid: X509SVID }
@@ -195,7 +225,7 @@ final class ServerLink: Sendable {
                 if let bundle, bundle.sequenceNumber != self.cache.bundle?.sequenceNumber {
                     try? AgentIdentity.saveBundle(bundle, self.config)
                 }
-                let needed = self.cache.update(entries: message.entries, bundle: bundle)
+                let needed = self.cache.update(entries: message.entries, bundle: bundle, tainted: Set(message.taintedAuthorityIds))
                 self.logger.debug("entries from the server", metadata: ["entries": "\(message.entries.count)", "to_sign": "\(needed.count)"])
                 try await self.sign(needed, api)
             }
@@ -239,7 +269,8 @@ final class ServerLink: Sendable {
         }
     }
 
-    /// Renews workload SVIDs and the agent's own at half of their life.
+    /// Renews workload SVIDs and the agent's own at half of their life, or at once when their
+    /// authority is tainted.
     private func rotate(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, identity: X509SVID) async throws {
         let start = identity.leaf.notValidBefore
         let agentHalfLife = start.addingTimeInterval(identity.expiresAt.timeIntervalSince(start) / 2)
@@ -251,9 +282,9 @@ final class ServerLink: Sendable {
                 logger.info("renewing SVIDs at half-life", metadata: ["count": "\(due.count)"])
                 try await sign(due, api)
             }
-            if now >= agentHalfLife {
+            if now >= agentHalfLife || cache.isTainted(identity) {
                 let request = try SVIDRequest()
-        let (key, csr) = (request.privateKey, request.csr)
+                let (key, csr) = (request.privateKey, request.csr)
                 let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
                 let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
                 let renewed = try X509SVID(certificates: chain, privateKey: key)

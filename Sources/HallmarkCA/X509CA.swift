@@ -112,6 +112,11 @@ public struct X509CA: Sendable {
         }
     }
 
+    /// The authority ID of a CA certificate, as the journal and `authority show` name it.
+    public static func authorityID(of certificate: Certificate) -> String {
+        authorityID(for: certificate.publicKey)
+    }
+
     static func authorityID(for key: Certificate.PublicKey) -> String {
         SubjectKeyIdentifier(hash: key).keyIdentifier.map { String(format: "%02x", $0) }.joined()
     }

@@ -158,18 +158,80 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         }
     }
 
+    func evictAgent(request: ServerRequest<Admin_EvictAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
+        try await respond("agent.evict") {
+            let uid = try caller(request.metadata)
+            let id = try agentID(request.message.spiffeID)
+            let affected = try await affectedEntries(id)
+            let node = try await store.deleteAttestedNode(
+                id, audit: AuditEvent(time: now(), callerUID: uid, action: "agent.evict", target: id.description, detail: affected)
+            )
+            events.notify()
+            logger.notice("agent evicted", metadata: ["agent": "\(id)", "caller_uid": "\(uid)"])
+            return Admin_Agent(node)
+        }
+    }
+
+    func banAgent(request: ServerRequest<Admin_BanAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
+        try await respond("agent.ban") {
+            try await setBanned(true, request.message.spiffeID, request.metadata)
+        }
+    }
+
+    func unbanAgent(request: ServerRequest<Admin_UnbanAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
+        try await respond("agent.unban") {
+            try await setBanned(false, request.message.spiffeID, request.metadata)
+        }
+    }
+
+    private func agentID(_ text: String) throws -> SPIFFEID {
+        let id = try EntryValidation.id(text, field: "spiffe_id", trustDomain: config.trustDomain)
+        guard id.path.hasPrefix("/hallmark/agent/") else {
+            throw ValidationFailure("spiffe_id", "must be an agent's ID (spiffe://\(config.trustDomain.name)/hallmark/agent/...), not \(id)")
+        }
+        return id
+    }
+
+    /// What an agent's removal affects, for the audit record.
+    private func affectedEntries(_ id: SPIFFEID) async throws -> String {
+        guard let node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
+        let entries = try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain)
+        return "\(entries.count) entries no longer served: " + entries.prefix(20).map(\.id).joined(separator: ",")
+    }
+
+    /// A ban clears the node's SVID serial, so that its current SVID is refused even after an unban.
+    private func setBanned(_ banned: Bool, _ text: String, _ metadata: Metadata) async throws -> Admin_Agent {
+        let uid = try caller(metadata)
+        let id = try agentID(text)
+        guard var node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
+        guard node.banned != banned else {
+            throw CAError("agent: \(id) is \(banned ? "already banned" : "not banned")")
+        }
+        let detail = banned ? try await affectedEntries(id) : "may attest again"
+        node.banned = banned
+        node.serialNumber = ""
+        try await store.saveAttestedNode(
+            node, audit: AuditEvent(time: now(), callerUID: uid, action: banned ? "agent.ban" : "agent.unban", target: id.description, detail: detail)
+        )
+        events.notify()
+        logger.notice(banned ? "agent banned" : "agent unbanned", metadata: ["agent": "\(id)", "caller_uid": "\(uid)"])
+        return Admin_Agent(node)
+    }
+
     // MARK: Bundle and authorities
 
     func getBundle(request: ServerRequest<Admin_GetBundleRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Bundle> {
         try await respond("bundle.show") {
             _ = try caller(request.metadata)
-            let bundle = try await ca.bundle(now: now())
-            return Admin_Bundle.with {
+            let bundle = try await ca.bundle()
+            var bundleMessage = Admin_Bundle.with {
                 $0.trustDomain = config.trustDomain.name
                 $0.x509Pem = bundle.x509Bundle.pem
                 $0.spiffeJwks = Data((try? bundle.json()) ?? [])
                 $0.sequence = bundle.sequenceNumber ?? 0
             }
+            bundleMessage.taintedAuthorityIds = await ca.taintedAuthorityIDs()
+            return bundleMessage
         }
     }
 
@@ -182,6 +244,59 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             }
             let records = await ca.authorities().filter { kind.isEmpty || $0.kind.rawValue == kind }
             return Admin_ListAuthoritiesResponse.with { $0.authorities = records.map(Admin_Authority.init) }
+        }
+    }
+
+    private func kind(_ text: String) throws -> AuthorityRecord.Kind {
+        guard let kind = AuthorityRecord.Kind(rawValue: text) else { throw ValidationFailure("kind", "must be 'x509' or 'jwt', not '\(text)'") }
+        return kind
+    }
+
+    private func authorityID(_ text: String) throws -> String {
+        guard !text.isEmpty else { throw ValidationFailure("authority_id", "is required (see `hallmark authority x509|jwt show`)") }
+        guard text.count <= 128, text.allSatisfy(\.isHexDigit) else { throw ValidationFailure("authority_id", "must be the hex ID that `authority show` lists") }
+        return text.lowercased()
+    }
+
+    /// Runs an authority change and tells the agents.
+    private func changeAuthority(_ body: () async throws -> AuthorityRecord) async throws -> Admin_Authority {
+        let record = try await body()
+        events.notify()
+        return Admin_Authority(record)
+    }
+
+    func prepareAuthority(request: ServerRequest<Admin_PrepareAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
+        try await respond("authority.prepare") {
+            let uid = try caller(request.metadata)
+            let kind = try kind(request.message.kind)
+            return try await changeAuthority { try await ca.prepare(kind, callerUID: uid) }
+        }
+    }
+
+    func activateAuthority(request: ServerRequest<Admin_ActivateAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
+        try await respond("authority.activate") {
+            let uid = try caller(request.metadata)
+            let kind = try kind(request.message.kind)
+            let id = request.message.authorityID.isEmpty ? nil : try authorityID(request.message.authorityID)
+            return try await changeAuthority { try await ca.activate(kind, authorityID: id, callerUID: uid) }
+        }
+    }
+
+    func taintAuthority(request: ServerRequest<Admin_TaintAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
+        try await respond("authority.taint") {
+            let uid = try caller(request.metadata)
+            let kind = try kind(request.message.kind)
+            let id = try authorityID(request.message.authorityID)
+            return try await changeAuthority { try await ca.taint(kind, authorityID: id, callerUID: uid) }
+        }
+    }
+
+    func revokeAuthority(request: ServerRequest<Admin_RevokeAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
+        try await respond("authority.revoke") {
+            let uid = try caller(request.metadata)
+            let kind = try kind(request.message.kind)
+            let id = try authorityID(request.message.authorityID)
+            return try await changeAuthority { try await ca.revoke(kind, authorityID: id, callerUID: uid) }
         }
     }
 
@@ -213,7 +328,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             try await store.appendAudit([
                 AuditEvent(time: time, callerUID: uid, action: "x509.mint", target: id.description, detail: "serial \(chain[0].serialNumber)")
             ])
-            let bundle = try await ca.bundle(now: time)
+            let bundle = try await ca.bundle()
             return Admin_MintX509SVIDResponse.with {
                 $0.chain = chain.map { Data($0.derBytes) }
                 $0.bundle = bundle.x509Authorities.map { Data($0.derBytes) }

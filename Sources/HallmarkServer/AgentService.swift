@@ -58,6 +58,11 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 }
                 let token = String(decoding: params.payload, as: UTF8.self)
                 let time = now()
+                // A banned agent is refused before its token is looked at, so that the refusal says why.
+                let claimedID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: JoinToken.id(of: token))
+                if let existing = try await store.attestedNode(claimedID), existing.banned {
+                    throw RPCError(code: .permissionDenied, message: "attestation: agent \(claimedID) is banned")
+                }
                 let record: JoinTokenRecord
                 do {
                     record = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: time)
@@ -66,9 +71,6 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
                 }
                 let agentID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
-                if let existing = try await store.attestedNode(agentID), existing.banned {
-                    throw RPCError(code: .permissionDenied, message: "attestation: agent \(agentID) is banned")
-                }
                 let chain = try await sign(csr: Array(params.csr), id: agentID, ttl: config.agentSVIDTTL, at: time)
                 let node = AttestedNode(
                     spiffeID: agentID, attestationType: JoinToken.method, serialNumber: Self.serial(chain[0]),
@@ -79,7 +81,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 )
                 events.notify()
                 logger.info("agent attested", metadata: ["agent": "\(agentID)", "method": "\(JoinToken.method)", "peer": "\(context.remotePeer)"])
-                let bundle = try await ca.bundle(now: time)
+                let bundle = try await ca.bundle()
                 try await writer.write(AgentAPI_AttestResponse.with {
                     $0.result = AgentAPI_AttestResult.with {
                         $0.spiffeID = agentID.description
@@ -102,7 +104,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         guard let tls = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let presented = tls.peerCertificateChain else {
             throw RPCError(code: .unauthenticated, message: "agent: no client certificate; attest first")
         }
-        let bundle = try await ca.bundle(now: now())
+        let bundle = try await ca.bundle()
         let verified: VerifiedX509SVID
         do {
             verified = try await X509SVIDVerifier(bundles: bundle.x509Bundle).verify(Array(presented), at: now())
@@ -155,11 +157,13 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested")
                 }
                 let entries = try await AgentAuthorization.entries(for: current, store: store, trustDomain: config.trustDomain)
-                let bundle = try await ca.bundle(now: now())
+                let bundle = try await ca.bundle()
+                let tainted = await ca.taintedAuthorityIDs()
                 let message = AgentAPI_SyncResponse.with {
                     $0.entries = entries.map(AgentAPI_Entry.init)
                     $0.bundleJwks = Data((try? bundle.json()) ?? [])
                     $0.bundleSequence = bundle.sequenceNumber ?? 0
+                    $0.taintedAuthorityIds = tainted
                 }
                 if message != last {
                     try await writer.write(message)

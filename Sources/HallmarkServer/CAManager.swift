@@ -1,5 +1,8 @@
-// Owns the CA keys: loads them from the journal and the key folder at start, makes new ones when
-// none is active or the active one is near its end, and builds the trust bundle.
+// Owns the CA keys, one journal of X.509 and one of JWT authorities, with SPIRE's life of a key:
+// the next key is prepared (and published in the bundle) at half of the active key's life and
+// activated at five sixths of it; old keys stay in the bundle until a grace period after they
+// expire. Admins may prepare and activate early, taint an old key (agents replace everything it
+// signed) and revoke a tainted one (it leaves the bundle). Time comes from an injected clock.
 
 public import Foundation
 import Crypto
@@ -14,39 +17,41 @@ public actor CAManager {
     private let config: ServerConfig
     private let store: any Store
     private let logger: Logger
+    private let clock: @Sendable () -> Date
     private var x509: [String: X509CA] = [:]
     private var jwt: [String: JWTSigningKey] = [:]
     private var records: [AuthorityRecord] = []
+    private var upstream: (certificate: Certificate, key: Certificate.PrivateKey)?
+    /// The authorities the bundle held at the last tick, to notice keys leaving it with time.
+    private var published: Set<String> = []
 
-    public init(config: ServerConfig, store: any Store, logger: Logger) {
+    public init(config: ServerConfig, store: any Store, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
         self.config = config
         self.store = store
         self.logger = logger
+        self.clock = clock
     }
 
-    /// Loads the journal, and prepares and activates keys where there is no usable active one.
-    public func start(now: Date) async throws {
+    /// Loads the journal and its keys, then brings the slots up to date with the clock.
+    public func start() async throws {
         try KeyFile.ensurePrivateDirectory(config.keyDirectory)
         records = try await store.authorities()
-        let upstream = try loadUpstream()
-        for record in records where record.notAfter > now {
+        upstream = try loadUpstream()
+        let now = clock()
+        for record in records where record.state != .revoked && record.notAfter.addingTimeInterval(config.bundleGracePeriod) > now {
             let keyPath = (config.keyDirectory as NSString).appendingPathComponent(record.keyFile)
             switch record.kind {
             case .x509:
                 let certificate = try Certificate(derEncoded: record.material)
-                let ca = try X509CA(certificate: certificate, privateKey: KeyFile.readPrivateKey(keyPath), anchor: record.upstream ? upstream?.certificate : nil)
-                x509[record.authorityID] = ca
+                x509[record.authorityID] = try X509CA(
+                    certificate: certificate, privateKey: KeyFile.readPrivateKey(keyPath), anchor: record.upstream ? upstream?.certificate : nil
+                )
             case .jwt:
                 jwt[record.authorityID] = JWTSigningKey(keyID: record.authorityID, privateKey: try KeyFile.readP256(keyPath), notAfter: record.notAfter)
             }
         }
-        let renewBefore = config.caTTL / 6
-        if activeRecord(.x509).map({ $0.notAfter.timeIntervalSince(now) < renewBefore }) ?? true {
-            try await rotateX509(now: now, upstream: upstream)
-        }
-        if activeRecord(.jwt).map({ $0.notAfter.timeIntervalSince(now) < renewBefore }) ?? true {
-            try await rotateJWT(now: now)
-        }
+        published = Set(publishedRecords(at: now).map(\.authorityID))
+        try await tick()
     }
 
     private func loadUpstream() throws -> (certificate: Certificate, key: Certificate.PrivateKey)? {
@@ -59,82 +64,236 @@ public actor CAManager {
         return (certificate, try KeyFile.readPrivateKey(keyPath))
     }
 
-    private func activeRecord(_ kind: AuthorityRecord.Kind) -> AuthorityRecord? {
-        records.last { $0.kind == kind && $0.state == .active }
-    }
+    // MARK: The clock's part
 
-    private func retireActive(_ kind: AuthorityRecord.Kind, now: Date) async throws {
-        guard var active = activeRecord(kind) else { return }
-        active.state = .old
-        try await store.saveAuthority(active, audit: AuditEvent(time: now, callerUID: -1, action: "authority.\(kind.rawValue).retire", target: active.authorityID))
-        records = records.map { $0.authorityID == active.authorityID ? active : $0 }
-    }
-
-    private func rotateX509(now: Date, upstream: (certificate: Certificate, key: Certificate.PrivateKey)?) async throws {
-        let ca: X509CA
-        if let upstream {
-            ca = try X509CA.intermediate(
-                trustDomain: config.trustDomain, keyType: config.caKeyType, ttl: config.caTTL, now: now,
-                upstreamCertificate: upstream.certificate, upstreamKey: upstream.key
-            )
-        } else {
-            ca = try X509CA.selfSigned(trustDomain: config.trustDomain, keyType: config.caKeyType, ttl: config.caTTL, now: now)
+    /// Prepares and activates keys as their time comes, and notices keys leaving the bundle.
+    /// - Returns: whether anything agents should hear about changed (signing key or bundle).
+    @discardableResult
+    public func tick() async throws -> Bool {
+        let now = clock()
+        var changed = false
+        for kind in AuthorityRecord.Kind.allCases {
+            let active = record(kind, .active).flatMap { $0.notAfter > now ? $0 : nil }
+            guard let active else {
+                // Nothing signs: use the prepared key at once, or make one.
+                var next = record(kind, .prepared).flatMap { $0.notAfter > now ? $0 : nil }
+                if next == nil { next = try await prepareKey(kind, now: now, callerUID: -1) }
+                if let next { try await activateKey(next, now: now, callerUID: -1) }
+                changed = true
+                continue
+            }
+            let life = active.notAfter.timeIntervalSince(active.notBefore)
+            let age = now.timeIntervalSince(active.notBefore)
+            if record(kind, .prepared) == nil, age >= life / 2 {
+                _ = try await prepareKey(kind, now: now, callerUID: -1)
+                changed = true
+            }
+            if let prepared = record(kind, .prepared), age >= life * 5 / 6 {
+                try await activateKey(prepared, now: now, callerUID: -1)
+                changed = true
+            }
         }
-        let keyFile = "x509-\(ca.authorityID).key"
-        try KeyFile.write(ca.privateKey, to: (config.keyDirectory as NSString).appendingPathComponent(keyFile))
-        try await retireActive(.x509, now: now)
-        var serializer = DER.Serializer()
-        try serializer.serialize(ca.certificate)
-        let record = AuthorityRecord(
-            authorityID: ca.authorityID, kind: .x509, state: .active, notBefore: ca.certificate.notValidBefore,
-            notAfter: ca.certificate.notValidAfter, material: serializer.serializedBytes, keyFile: keyFile,
-            upstream: ca.isUpstreamSigned, createdAt: now
-        )
-        try await store.saveAuthority(record, audit: AuditEvent(time: now, callerUID: -1, action: "authority.x509.activate", target: ca.authorityID))
-        _ = try await store.nextBundleSequence()
-        records.append(record)
-        x509[ca.authorityID] = ca
-        logger.info("activated X.509 authority", metadata: ["authority_id": "\(ca.authorityID)", "not_after": "\(ca.certificate.notValidAfter)"])
+        let visible = Set(publishedRecords(at: now).map(\.authorityID))
+        if visible != published {
+            for gone in published.subtracting(visible) {
+                logger.info("authority left the bundle after its grace period", metadata: ["authority_id": "\(gone)"])
+                x509[gone] = nil
+                jwt[gone] = nil
+            }
+            published = visible
+            _ = try await store.nextBundleSequence()
+            changed = true
+        }
+        return changed
     }
 
-    private func rotateJWT(now: Date) async throws {
-        let key = JWTSigningKey.generate(notAfter: now.addingTimeInterval(config.caTTL))
-        let keyFile = "jwt-\(key.keyID).key"
-        try KeyFile.write(key.privateKey, to: (config.keyDirectory as NSString).appendingPathComponent(keyFile))
-        try await retireActive(.jwt, now: now)
-        let record = AuthorityRecord(
-            authorityID: key.keyID, kind: .jwt, state: .active, notBefore: now, notAfter: key.notAfter,
-            material: Array(key.privateKey.publicKey.derRepresentation), keyFile: keyFile, createdAt: now
-        )
-        try await store.saveAuthority(record, audit: AuditEvent(time: now, callerUID: -1, action: "authority.jwt.activate", target: key.keyID))
-        _ = try await store.nextBundleSequence()
-        records.append(record)
-        jwt[key.keyID] = key
-        logger.info("activated JWT authority", metadata: ["key_id": "\(key.keyID)"])
+    // MARK: Admin operations, with SPIRE's rules
+
+    /// Prepares the next key of a kind; it is published at once and signs nothing until activated.
+    public func prepare(_ kind: AuthorityRecord.Kind, callerUID: Int64) async throws -> AuthorityRecord {
+        if let prepared = record(kind, .prepared) {
+            throw CAError("authority: \(prepared.authorityID) is already prepared; activate it before preparing another")
+        }
+        return try await prepareKey(kind, now: clock(), callerUID: callerUID)
     }
+
+    /// Activates the prepared key (which must be `authorityID` when one is named); the active one becomes old.
+    public func activate(_ kind: AuthorityRecord.Kind, authorityID: String?, callerUID: Int64) async throws -> AuthorityRecord {
+        let target: AuthorityRecord
+        if let authorityID {
+            target = try named(kind, authorityID)
+            guard target.state == .prepared else {
+                throw CAError("authority: only a prepared authority can be activated; \(authorityID) is \(target.state.rawValue)")
+            }
+        } else {
+            guard let prepared = record(kind, .prepared) else {
+                throw CAError("authority: no \(kind.rawValue) authority is prepared; prepare one first")
+            }
+            target = prepared
+        }
+        guard target.notAfter > clock() else { throw CAError("authority: \(target.authorityID) expired at \(target.notAfter)") }
+        return try await activateKey(target, now: clock(), callerUID: callerUID)
+    }
+
+    /// Taints an old key: it stays trusted, but agents replace every SVID that chains to it.
+    public func taint(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
+        var target = try named(kind, authorityID)
+        switch target.state {
+        case .old: break
+        case .active:
+            throw CAError("authority: only an old authority can be tainted; \(authorityID) is active: prepare and activate another first")
+        case .prepared:
+            throw CAError("authority: only an old authority can be tainted; \(authorityID) is prepared and has signed nothing")
+        case .tainted:
+            throw CAError("authority: \(authorityID) is already tainted")
+        case .revoked:
+            throw CAError("authority: only an old authority can be tainted; \(authorityID) is revoked")
+        }
+        target.state = .tainted
+        try await save(target, action: "taint", callerUID: callerUID, detail: "agents re-sign every SVID that chains to it")
+        _ = try await store.nextBundleSequence()
+        logger.notice("tainted authority", metadata: ["kind": "\(kind.rawValue)", "authority_id": "\(authorityID)"])
+        return target
+    }
+
+    /// Revokes a tainted key: it leaves the bundle, and nothing it signed validates any more.
+    public func revoke(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
+        var target = try named(kind, authorityID)
+        guard target.state == .tainted else {
+            throw CAError("authority: only a tainted authority can be revoked; \(authorityID) is \(target.state.rawValue): taint it first")
+        }
+        if target.upstream {
+            throw CAError("authority: \(authorityID) chains to the upstream CA, which is what the bundle holds; revoke it at the upstream CA")
+        }
+        target.state = .revoked
+        try await save(target, action: "revoke", callerUID: callerUID, detail: "removed from the bundle")
+        x509[authorityID] = nil
+        jwt[authorityID] = nil
+        // The key can never sign again.
+        try? FileManager.default.removeItem(atPath: (config.keyDirectory as NSString).appendingPathComponent(target.keyFile))
+        published.remove(authorityID)
+        _ = try await store.nextBundleSequence()
+        logger.notice("revoked authority", metadata: ["kind": "\(kind.rawValue)", "authority_id": "\(authorityID)"])
+        return target
+    }
+
+    // MARK: Key slots
+
+    private func record(_ kind: AuthorityRecord.Kind, _ state: AuthorityRecord.State) -> AuthorityRecord? {
+        records.last { $0.kind == kind && $0.state == state }
+    }
+
+    private func named(_ kind: AuthorityRecord.Kind, _ authorityID: String) throws -> AuthorityRecord {
+        guard let found = records.first(where: { $0.kind == kind && $0.authorityID == authorityID }) else {
+            throw StoreError(.notFound, "authority: no \(kind.rawValue) authority with ID \(authorityID)")
+        }
+        return found
+    }
+
+    private func save(_ record: AuthorityRecord, action: String, callerUID: Int64, detail: String = "") async throws {
+        try await store.saveAuthority(
+            record,
+            audit: AuditEvent(time: clock(), callerUID: callerUID, action: "authority.\(record.kind.rawValue).\(action)", target: record.authorityID, detail: detail)
+        )
+        if let index = records.firstIndex(where: { $0.authorityID == record.authorityID }) {
+            records[index] = record
+        } else {
+            records.append(record)
+        }
+    }
+
+    private func prepareKey(_ kind: AuthorityRecord.Kind, now: Date, callerUID: Int64) async throws -> AuthorityRecord {
+        let record: AuthorityRecord
+        switch kind {
+        case .x509:
+            let ca: X509CA
+            if let upstream {
+                ca = try X509CA.intermediate(
+                    trustDomain: config.trustDomain, keyType: config.caKeyType, ttl: config.caTTL, now: now,
+                    upstreamCertificate: upstream.certificate, upstreamKey: upstream.key
+                )
+            } else {
+                ca = try X509CA.selfSigned(trustDomain: config.trustDomain, keyType: config.caKeyType, ttl: config.caTTL, now: now)
+            }
+            let keyFile = "x509-\(ca.authorityID).key"
+            try KeyFile.write(ca.privateKey, to: (config.keyDirectory as NSString).appendingPathComponent(keyFile))
+            record = AuthorityRecord(
+                authorityID: ca.authorityID, kind: .x509, state: .prepared, notBefore: ca.certificate.notValidBefore,
+                notAfter: ca.certificate.notValidAfter, material: ca.certificate.derBytes, keyFile: keyFile,
+                upstream: ca.isUpstreamSigned, createdAt: now
+            )
+            x509[ca.authorityID] = ca
+        case .jwt:
+            let key = JWTSigningKey.generate(notAfter: now.addingTimeInterval(config.caTTL))
+            let keyFile = "jwt-\(key.keyID).key"
+            try KeyFile.write(key.privateKey, to: (config.keyDirectory as NSString).appendingPathComponent(keyFile))
+            record = AuthorityRecord(
+                authorityID: key.keyID, kind: .jwt, state: .prepared, notBefore: now, notAfter: key.notAfter,
+                material: Array(key.privateKey.publicKey.derRepresentation), keyFile: keyFile, createdAt: now
+            )
+            jwt[key.keyID] = key
+        }
+        try await save(record, action: "prepare", callerUID: callerUID, detail: "published in the bundle; signs nothing until activated")
+        // Published before it signs anything: agents and workloads learn it a key-life ahead.
+        published.insert(record.authorityID)
+        _ = try await store.nextBundleSequence()
+        logger.info("prepared authority", metadata: ["kind": "\(kind.rawValue)", "authority_id": "\(record.authorityID)", "not_after": "\(record.notAfter)"])
+        return record
+    }
+
+    @discardableResult
+    private func activateKey(_ next: AuthorityRecord, now: Date, callerUID: Int64) async throws -> AuthorityRecord {
+        if var active = record(next.kind, .active) {
+            active.state = .old
+            try await save(active, action: "retire", callerUID: callerUID, detail: "replaced by \(next.authorityID)")
+        }
+        var activated = next
+        activated.state = .active
+        try await save(activated, action: "activate", callerUID: callerUID)
+        _ = try await store.nextBundleSequence()
+        logger.info("activated authority", metadata: ["kind": "\(next.kind.rawValue)", "authority_id": "\(next.authorityID)", "not_after": "\(next.notAfter)"])
+        return activated
+    }
+
+    // MARK: Signing and the bundle
 
     /// The X.509 CA that signs now.
     public func activeX509() throws -> X509CA {
-        guard let record = activeRecord(.x509), let ca = x509[record.authorityID] else { throw CAError("ca: no active X.509 authority") }
+        guard let record = record(.x509, .active), let ca = x509[record.authorityID] else { throw CAError("ca: no active X.509 authority") }
         return ca
     }
 
     /// The JWT key that signs now.
     public func activeJWT() throws -> JWTSigningKey {
-        guard let record = activeRecord(.jwt), let key = jwt[record.authorityID] else { throw CAError("ca: no active JWT authority") }
+        guard let record = record(.jwt, .active), let key = jwt[record.authorityID] else { throw CAError("ca: no active JWT authority") }
         return key
     }
 
     /// The journal, in creation order.
     public func authorities() -> [AuthorityRecord] { records }
 
-    /// The trust bundle: every unexpired authority's anchor and public key.
-    public func bundle(now: Date = Date()) async throws -> SPIFFEBundle {
+    /// The IDs of tainted authorities (X.509 subject key identifiers in hex, JWT key IDs).
+    public func taintedAuthorityIDs() -> [String] {
+        records.filter { $0.state == .tainted }.map(\.authorityID)
+    }
+
+    /// The journal's authorities that belong in the bundle: not revoked, not past expiry plus grace.
+    private func publishedRecords(at now: Date) -> [AuthorityRecord] {
+        records.filter { $0.state != .revoked && $0.notAfter.addingTimeInterval(config.bundleGracePeriod) > now }
+    }
+
+    /// The trust bundle: every published authority's anchor and public key.
+    public func bundle() async throws -> SPIFFEBundle {
         var anchors: [Certificate] = []
-        for record in records where record.kind == .x509 && record.notAfter > now {
-            if let ca = x509[record.authorityID], !anchors.contains(ca.anchor) { anchors.append(ca.anchor) }
+        var jwtAuthorities: [JWTAuthority] = []
+        for record in publishedRecords(at: clock()) {
+            switch record.kind {
+            case .x509:
+                if let ca = x509[record.authorityID], !anchors.contains(ca.anchor) { anchors.append(ca.anchor) }
+            case .jwt:
+                if let key = jwt[record.authorityID] { jwtAuthorities.append(key.authority) }
+            }
         }
-        let jwtAuthorities = records.filter { $0.kind == .jwt && $0.notAfter > now }.compactMap { jwt[$0.authorityID]?.authority }
         return SPIFFEBundle(
             trustDomain: config.trustDomain, x509Authorities: anchors, jwtAuthorities: jwtAuthorities,
             sequenceNumber: try await store.bundleSequence(), refreshHint: 300

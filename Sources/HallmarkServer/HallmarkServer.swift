@@ -29,7 +29,7 @@ public struct HallmarkServer: Service {
         try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         let store = try SQLiteStore(path: config.databasePath)
         let ca = CAManager(config: config, store: store, logger: logger)
-        try await ca.start(now: Date())
+        try await ca.start()
         let events = Broadcast()
 
         let socketPath = config.adminSocketPath
@@ -84,7 +84,7 @@ public struct HallmarkServer: Service {
                 group.addTask {
                     do {
                         try await cancelWhenGracefulShutdown {
-                            try await Self.pruneExpiredEntries(store: store, events: events, logger: logger)
+                            try await Self.maintain(store: store, ca: ca, events: events, logger: logger)
                         }
                     } catch is CancellationError {}
                 }
@@ -119,15 +119,18 @@ public struct HallmarkServer: Service {
         return try X509SVID(certificates: chain, privateKey: request.privateKey)
     }
 
-    /// Renews the server's SVID at half of its life; new handshakes present the new one.
+    /// Renews the server's SVID at half of its life, or at once when its authority is tainted or
+    /// gone from the bundle; new handshakes present the new one.
     static func renewServerSVID(reloader: SVIDCertificateReloader, ca: CAManager, config: ServerConfig, logger: Logger) async throws {
-        while !Task.isCancelled {
+        while true {
+            try await Task.sleep(for: .seconds(1))
             let current = reloader.current
             let half = current.leaf.notValidBefore.addingTimeInterval(current.expiresAt.timeIntervalSince(current.leaf.notValidBefore) / 2)
-            try await Task.sleep(for: .seconds(max(1, half.timeIntervalSinceNow)))
+            let tainted = !current.issuerKeyIDs.isDisjoint(with: await ca.taintedAuthorityIDs())
+            guard Date() >= half || tainted else { continue }
             do {
                 try reloader.update(try await issueServerSVID(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL))
-                logger.info("renewed the server SVID")
+                logger.info("renewed the server SVID", metadata: ["reason": "\(tainted ? "authority tainted" : "half-life")"])
             } catch {
                 logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
                 try await Task.sleep(for: .seconds(5))
@@ -135,10 +138,16 @@ public struct HallmarkServer: Service {
         }
     }
 
-    /// Removes entries past their `expires_at` once a second; agents' streams hear of it at once.
-    static func pruneExpiredEntries(store: any Store, events: Broadcast, logger: Logger) async throws {
+    /// Once a second: moves the CA keys along their life and removes entries past their
+    /// `expires_at`; agents' streams hear of either at once.
+    static func maintain(store: any Store, ca: CAManager, events: Broadcast, logger: Logger) async throws {
         while true {
             try await Task.sleep(for: .seconds(1))
+            do {
+                if try await ca.tick() { events.notify() }
+            } catch {
+                logger.error("could not advance the CA keys; retrying", metadata: ["error": "\(error)"])
+            }
             do {
                 let pruned = try await store.pruneExpiredEntries(at: Date())
                 if !pruned.isEmpty {

@@ -17,6 +17,8 @@ public struct ServerConfig: Sendable {
     public var caKeyType: X509CA.KeyType = .p256
     /// The life of a CA key (SPIRE: 24 h).
     public var caTTL: TimeInterval = 24 * 3600
+    /// How long an expired CA key stays in the bundle, for peers whose clocks lag.
+    public var bundleGracePeriod: TimeInterval = 3600
     /// The X509-SVID TTL for entries that set none (SPIRE: 1 h).
     public var defaultX509SVIDTTL: TimeInterval = 3600
     /// The JWT-SVID TTL for entries that set none (SPIRE: 5 min).

@@ -116,7 +116,10 @@ public struct AttestedNode: Hashable, Sendable {
 /// A CA key in the journal.
 public struct AuthorityRecord: Hashable, Sendable {
     public enum Kind: String, Sendable, CaseIterable { case x509, jwt }
-    public enum State: String, Sendable, CaseIterable { case prepared, active, old, tainted }
+    /// SPIRE's life of a key: prepared (published, not signing), active (signing), old (no longer
+    /// signing, still trusted), tainted (still trusted, everything it signed is being replaced),
+    /// revoked (out of the bundle for good).
+    public enum State: String, Sendable, CaseIterable { case prepared, active, old, tainted, revoked }
 
     public var authorityID: String
     public var kind: Kind

@@ -296,6 +296,18 @@ public final class SQLiteStore: Store {
         try await pool.read { db in try Self.fetchNodes(db, spiffeID: nil) }
     }
 
+    public func deleteAttestedNode(_ spiffeID: SPIFFEID, audit: AuditEvent) async throws -> AttestedNode {
+        try await pool.write { db in
+            guard let node = try Self.fetchNodes(db, spiffeID: spiffeID).first else {
+                throw StoreError(.notFound, "store: no attested agent \(spiffeID)")
+            }
+            try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [spiffeID.description])
+            try Self.recordChange(db, .node, spiffeID.description, audit.time)
+            try Self.append([audit], db)
+            return node
+        }
+    }
+
     private static func fetchNodes(_ db: Database, spiffeID: SPIFFEID?) throws -> [AttestedNode] {
         let filter = spiffeID == nil ? "" : "WHERE spiffe_id = ?"
         let arguments: StatementArguments = spiffeID.map { [$0.description] } ?? []

@@ -23,6 +23,8 @@ public protocol Store: Sendable {
     func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws
     func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode?
     func attestedNodes() async throws -> [AttestedNode]
+    /// Removes an attested node (eviction) and returns it; refuses an unknown one.
+    func deleteAttestedNode(_ spiffeID: SPIFFEID, audit: AuditEvent) async throws -> AttestedNode
 
     // CA key journal and bundle
     func authorities() async throws -> [AuthorityRecord]

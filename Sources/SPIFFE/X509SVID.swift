@@ -75,6 +75,21 @@ public struct X509SVID: Sendable {
     /// When the leaf stops being valid.
     public var expiresAt: Date { leaf.notValidAfter }
 
+    /// The hex key identifiers of every CA this chain passes through: each certificate's
+    /// authority key identifier, and the subject key identifiers of the intermediates.
+    public var issuerKeyIDs: Set<String> {
+        var ids: Set<String> = []
+        for (index, certificate) in certificates.enumerated() {
+            if let aki = try? certificate.extensions.authorityKeyIdentifier?.keyIdentifier { ids.insert(Self.hex(aki)) }
+            if index > 0, let ski = try? certificate.extensions.subjectKeyIdentifier { ids.insert(Self.hex(ski.keyIdentifier)) }
+        }
+        return ids
+    }
+
+    private static func hex(_ bytes: some Sequence<UInt8>) -> String {
+        bytes.map { String(format: "%02x", $0) }.joined()
+    }
+
     /// The chain as concatenated DER, leaf first.
     public var chainDER: [UInt8] { DERCertificates.concatenatedDER(certificates) }
 

@@ -1,4 +1,4 @@
-// The smaller admin commands: token, agent list/show, bundle, authority, x509 and jwt mint, audit.
+// The smaller admin commands: token, agent list/show/evict/ban/unban, bundle, authority, x509 and jwt mint, audit.
 
 import ArgumentParser
 import Crypto
@@ -68,6 +68,46 @@ struct AgentAdmin {
             print(output == .json ? try CLIOutput.json(AgentView(agent)) : AgentView(agent).text)
         }
     }
+
+    struct Evict: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Remove an attested agent: its calls fail at once, its workloads lose their SVIDs, and it must attest again."
+        )
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+
+        func run() async throws {
+            let request = Admin_EvictAgentRequest.with { $0.spiffeID = spiffeID }
+            let agent = try await server.call("agent evict") { try await $0.evictAgent(request) }
+            print("Agent evicted: \(agent.spiffeID)")
+        }
+    }
+
+    struct Ban: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Ban an agent: as evict, and re-attestation is refused until it is unbanned."
+        )
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+
+        func run() async throws {
+            let request = Admin_BanAgentRequest.with { $0.spiffeID = spiffeID }
+            let agent = try await server.call("agent ban") { try await $0.banAgent(request) }
+            print("Agent banned: \(agent.spiffeID)")
+        }
+    }
+
+    struct Unban: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift a ban; the agent must still attest again.")
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("spiffe-id")) var spiffeID: String
+
+        func run() async throws {
+            let request = Admin_UnbanAgentRequest.with { $0.spiffeID = spiffeID }
+            let agent = try await server.call("agent unban") { try await $0.unbanAgent(request) }
+            print("Agent unbanned: \(agent.spiffeID)")
+        }
+    }
 }
 
 struct AgentView: Encodable {
@@ -122,42 +162,143 @@ struct BundleCommand: AsyncParsableCommand {
 
 struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "authority", abstract: "The CA keys.", subcommands: [X509.self, JWT.self]
+        commandName: "authority", abstract: "The CA keys: show them, rotate them early, taint and revoke them.",
+        subcommands: [Kind<X509Authority>.self, Kind<JWTAuthorityKind>.self]
     )
 
-    struct X509: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "x509", abstract: "X.509 authorities.", subcommands: [ShowAuthorities.self])
+    /// The subcommands for one kind of authority.
+    struct Kind<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(
+                commandName: K.name, abstract: "\(K.title) authorities.",
+                subcommands: [Show<K>.self, Prepare<K>.self, Activate<K>.self, Taint<K>.self, Revoke<K>.self]
+            )
+        }
     }
 
-    struct JWT: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "jwt", abstract: "JWT authorities.", subcommands: [ShowAuthorities.self])
-    }
-
-    struct ShowAuthorities: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "show", abstract: "List the authorities and their states.")
+    struct Show<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration { CommandConfiguration(abstract: "List the authorities and their states.") }
         @OptionGroup var server: AdminOptions
         @Option var output: OutputFormat = .text
 
         func run() async throws {
-            // The parent command's name says which kind is meant.
-            let kind = CommandLine.arguments.contains("jwt") ? "jwt" : "x509"
-            let request = Admin_ListAuthoritiesRequest.with { $0.kind = kind }
-            let response = try await server.call("authority \(kind) show") { try await $0.listAuthorities(request) }
-            let views = response.authorities.map {
-                [
-                    "authority_id": $0.authorityID, "kind": $0.kind, "state": $0.state,
-                    "not_after": Date(timeIntervalSince1970: TimeInterval($0.notAfter)).rfc3339,
-                    "upstream_signed": "\($0.upstreamSigned)",
-                ]
-            }
+            let request = Admin_ListAuthoritiesRequest.with { $0.kind = K.name }
+            let response = try await server.call("authority \(K.name) show") { try await $0.listAuthorities(request) }
+            let views = response.authorities.map(AuthorityView.init)
             if output == .json {
                 print(try CLIOutput.json(views))
             } else {
-                for view in views {
-                    print("\(view["state"]!.padding(toLength: 9, withPad: " ", startingAt: 0)) \(view["authority_id"]!)  expires \(view["not_after"]!)")
-                }
+                for view in views { print(view.text) }
             }
         }
+    }
+
+    struct Prepare<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Make the next key now; it is published in the bundle and signs nothing until activated.")
+        }
+        @OptionGroup var server: AdminOptions
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_PrepareAuthorityRequest.with { $0.kind = K.name }
+            let authority = try await server.call("authority \(K.name) prepare") { try await $0.prepareAuthority(request) }
+            try AuthorityView(authority).print(output)
+        }
+    }
+
+    struct Activate<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Make the prepared key the one that signs; the active one becomes old.")
+        }
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("authority-id"), help: "The prepared authority (default: whichever is prepared).")
+        var authorityID: String?
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_ActivateAuthorityRequest.with {
+                $0.kind = K.name
+                $0.authorityID = authorityID ?? ""
+            }
+            let authority = try await server.call("authority \(K.name) activate") { try await $0.activateAuthority(request) }
+            try AuthorityView(authority).print(output)
+        }
+    }
+
+    struct Taint<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Mark an old key tainted: agents replace every SVID that chains to it.")
+        }
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("authority-id")) var authorityID: String
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_TaintAuthorityRequest.with {
+                $0.kind = K.name
+                $0.authorityID = authorityID
+            }
+            let authority = try await server.call("authority \(K.name) taint") { try await $0.taintAuthority(request) }
+            try AuthorityView(authority).print(output)
+        }
+    }
+
+    struct Revoke<K: AuthorityKindName>: AsyncParsableCommand {
+        static var configuration: CommandConfiguration {
+            CommandConfiguration(abstract: "Remove a tainted key from the bundle: nothing it signed validates any more.")
+        }
+        @OptionGroup var server: AdminOptions
+        @Option(name: .customLong("authority-id")) var authorityID: String
+        @Option var output: OutputFormat = .text
+
+        func run() async throws {
+            let request = Admin_RevokeAuthorityRequest.with {
+                $0.kind = K.name
+                $0.authorityID = authorityID
+            }
+            let authority = try await server.call("authority \(K.name) revoke") { try await $0.revokeAuthority(request) }
+            try AuthorityView(authority).print(output)
+        }
+    }
+}
+
+protocol AuthorityKindName: Sendable {
+    static var name: String { get }
+    static var title: String { get }
+}
+
+enum X509Authority: AuthorityKindName {
+    static let name = "x509"
+    static let title = "X.509"
+}
+
+enum JWTAuthorityKind: AuthorityKindName {
+    static let name = "jwt"
+    static let title = "JWT"
+}
+
+struct AuthorityView: Encodable {
+    let authority_id: String
+    let kind: String
+    let state: String
+    let not_before: String
+    let not_after: String
+    let upstream_signed: Bool
+
+    init(_ authority: Admin_Authority) {
+        authority_id = authority.authorityID
+        kind = authority.kind
+        state = authority.state
+        not_before = Date(timeIntervalSince1970: TimeInterval(authority.notBefore)).rfc3339
+        not_after = Date(timeIntervalSince1970: TimeInterval(authority.notAfter)).rfc3339
+        upstream_signed = authority.upstreamSigned
+    }
+
+    var text: String { "\(state.padding(toLength: 9, withPad: " ", startingAt: 0)) \(authority_id)  expires \(not_after)" }
+
+    func print(_ output: OutputFormat) throws {
+        Swift.print(output == .json ? try CLIOutput.json(self) : text)
     }
 }
 

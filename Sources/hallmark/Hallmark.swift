@@ -23,6 +23,9 @@ enum HallmarkVersion {
 struct AgentCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "agent", abstract: "Attested agents.",
-        subcommands: [AgentRunCommand.self, AgentAdmin.List.self, AgentAdmin.Show.self]
+        subcommands: [
+            AgentRunCommand.self, AgentAdmin.List.self, AgentAdmin.Show.self, AgentAdmin.Evict.self, AgentAdmin.Ban.self,
+            AgentAdmin.Unban.self,
+        ]
     )
 }

@@ -84,7 +84,7 @@ struct ServerCommand: AsyncParsableCommand {
                 settings.caKeyType = keyType
             }
             if let ttl = caTTL ?? file.ca_ttl {
-                guard ttl >= 600 else { throw ValidationError("--ca-ttl: must be at least 600 seconds") }
+                guard ttl >= 12 else { throw ValidationError("--ca-ttl: must be at least 12 seconds (lives that short are for tests)") }
                 settings.caTTL = TimeInterval(ttl)
             }
             if let ttl = defaultX509TTL ?? file.default_x509_svid_ttl {

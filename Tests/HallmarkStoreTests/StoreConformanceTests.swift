@@ -180,6 +180,15 @@ struct StoreConformanceTests {
         node.selectors = []
         try await store.saveAttestedNode(node, audit: Self.audit("agent.renew"))
         #expect(try await store.attestedNodes() == [node])
+        let changes = try await store.latestChange()
+        #expect(try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict")) == node)
+        #expect(try await store.attestedNode(id) == nil)
+        #expect(try await store.changes(after: changes).map(\.kind) == [.node])
+        let again = await #expect(throws: StoreError.self) {
+            try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict"))
+        }
+        #expect(again?.code == .notFound)
+        #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["agent.attest", "agent.renew", "agent.evict"])
     }
 
     @Test("authorities keep their material and change state", arguments: StoreBackends.all)

@@ -4,6 +4,7 @@
 public import X509
 import Crypto
 public import Foundation
+import Synchronization
 import SwiftASN1
 
 /// A certificate authority for tests.
@@ -139,6 +140,22 @@ public struct TestCA: Sendable {
 public enum TestClock {
     /// 2026-06-01T12:00:00Z.
     public static let now = Date(timeIntervalSince1970: 1_780_315_200)
+}
+
+/// A clock that moves only when a test says so, for code that takes `() -> Date`.
+public final class ManualClock: Sendable {
+    private let current: Mutex<Date>
+
+    public init(_ start: Date = TestClock.now) { current = Mutex(start) }
+
+    public var now: Date { current.withLock { $0 } }
+
+    public func advance(by interval: TimeInterval) { current.withLock { $0 += interval } }
+
+    public func set(_ time: Date) { current.withLock { $0 = time } }
+
+    /// The clock as a closure to inject.
+    public var function: @Sendable () -> Date { { [self] in now } }
 }
 
 /// PEM and DER of certificates and keys, for files the tests hand to other programs.

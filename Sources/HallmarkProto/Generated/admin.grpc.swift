@@ -115,6 +115,45 @@ public enum Admin_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "EvictAgent" metadata.
+        public enum EvictAgent: Sendable {
+            /// Request type for "EvictAgent".
+            public typealias Input = Admin_EvictAgentRequest
+            /// Response type for "EvictAgent".
+            public typealias Output = Admin_Agent
+            /// Descriptor for "EvictAgent".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "EvictAgent",
+                type: .unary
+            )
+        }
+        /// Namespace for "BanAgent" metadata.
+        public enum BanAgent: Sendable {
+            /// Request type for "BanAgent".
+            public typealias Input = Admin_BanAgentRequest
+            /// Response type for "BanAgent".
+            public typealias Output = Admin_Agent
+            /// Descriptor for "BanAgent".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "BanAgent",
+                type: .unary
+            )
+        }
+        /// Namespace for "UnbanAgent" metadata.
+        public enum UnbanAgent: Sendable {
+            /// Request type for "UnbanAgent".
+            public typealias Input = Admin_UnbanAgentRequest
+            /// Response type for "UnbanAgent".
+            public typealias Output = Admin_Agent
+            /// Descriptor for "UnbanAgent".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "UnbanAgent",
+                type: .unary
+            )
+        }
         /// Namespace for "GetBundle" metadata.
         public enum GetBundle: Sendable {
             /// Request type for "GetBundle".
@@ -138,6 +177,58 @@ public enum Admin_Admin: Sendable {
             public static let descriptor = GRPCCore.MethodDescriptor(
                 service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
                 method: "ListAuthorities",
+                type: .unary
+            )
+        }
+        /// Namespace for "PrepareAuthority" metadata.
+        public enum PrepareAuthority: Sendable {
+            /// Request type for "PrepareAuthority".
+            public typealias Input = Admin_PrepareAuthorityRequest
+            /// Response type for "PrepareAuthority".
+            public typealias Output = Admin_Authority
+            /// Descriptor for "PrepareAuthority".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "PrepareAuthority",
+                type: .unary
+            )
+        }
+        /// Namespace for "ActivateAuthority" metadata.
+        public enum ActivateAuthority: Sendable {
+            /// Request type for "ActivateAuthority".
+            public typealias Input = Admin_ActivateAuthorityRequest
+            /// Response type for "ActivateAuthority".
+            public typealias Output = Admin_Authority
+            /// Descriptor for "ActivateAuthority".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "ActivateAuthority",
+                type: .unary
+            )
+        }
+        /// Namespace for "TaintAuthority" metadata.
+        public enum TaintAuthority: Sendable {
+            /// Request type for "TaintAuthority".
+            public typealias Input = Admin_TaintAuthorityRequest
+            /// Response type for "TaintAuthority".
+            public typealias Output = Admin_Authority
+            /// Descriptor for "TaintAuthority".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "TaintAuthority",
+                type: .unary
+            )
+        }
+        /// Namespace for "RevokeAuthority" metadata.
+        public enum RevokeAuthority: Sendable {
+            /// Request type for "RevokeAuthority".
+            public typealias Input = Admin_RevokeAuthorityRequest
+            /// Response type for "RevokeAuthority".
+            public typealias Output = Admin_Authority
+            /// Descriptor for "RevokeAuthority".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "RevokeAuthority",
                 type: .unary
             )
         }
@@ -202,8 +293,15 @@ public enum Admin_Admin: Sendable {
             CreateJoinToken.descriptor,
             ListAgents.descriptor,
             GetAgent.descriptor,
+            EvictAgent.descriptor,
+            BanAgent.descriptor,
+            UnbanAgent.descriptor,
             GetBundle.descriptor,
             ListAuthorities.descriptor,
+            PrepareAuthority.descriptor,
+            ActivateAuthority.descriptor,
+            TaintAuthority.descriptor,
+            RevokeAuthority.descriptor,
             MintX509SVID.descriptor,
             MintJWTSVID.descriptor,
             ListAudit.descriptor,
@@ -332,6 +430,48 @@ extension Admin_Admin {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent>
 
+        /// Handle the "EvictAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_EvictAgentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Agent` messages.
+        func evictAgent(
+            request: GRPCCore.StreamingServerRequest<Admin_EvictAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent>
+
+        /// Handle the "BanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_BanAgentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Agent` messages.
+        func banAgent(
+            request: GRPCCore.StreamingServerRequest<Admin_BanAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent>
+
+        /// Handle the "UnbanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_UnbanAgentRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Agent` messages.
+        func unbanAgent(
+            request: GRPCCore.StreamingServerRequest<Admin_UnbanAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent>
+
         /// Handle the "GetBundle" method.
         ///
         /// - Parameters:
@@ -359,6 +499,62 @@ extension Admin_Admin {
             request: GRPCCore.StreamingServerRequest<Admin_ListAuthoritiesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Admin_ListAuthoritiesResponse>
+
+        /// Handle the "PrepareAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_PrepareAuthorityRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Authority` messages.
+        func prepareAuthority(
+            request: GRPCCore.StreamingServerRequest<Admin_PrepareAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority>
+
+        /// Handle the "ActivateAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_ActivateAuthorityRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Authority` messages.
+        func activateAuthority(
+            request: GRPCCore.StreamingServerRequest<Admin_ActivateAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority>
+
+        /// Handle the "TaintAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_TaintAuthorityRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Authority` messages.
+        func taintAuthority(
+            request: GRPCCore.StreamingServerRequest<Admin_TaintAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority>
+
+        /// Handle the "RevokeAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_RevokeAuthorityRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_Authority` messages.
+        func revokeAuthority(
+            request: GRPCCore.StreamingServerRequest<Admin_RevokeAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority>
 
         /// Handle the "MintX509SVID" method.
         ///
@@ -523,6 +719,48 @@ extension Admin_Admin {
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Admin_Agent>
 
+        /// Handle the "EvictAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_EvictAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Agent` message.
+        func evictAgent(
+            request: GRPCCore.ServerRequest<Admin_EvictAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Agent>
+
+        /// Handle the "BanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_BanAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Agent` message.
+        func banAgent(
+            request: GRPCCore.ServerRequest<Admin_BanAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Agent>
+
+        /// Handle the "UnbanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_UnbanAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Agent` message.
+        func unbanAgent(
+            request: GRPCCore.ServerRequest<Admin_UnbanAgentRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Agent>
+
         /// Handle the "GetBundle" method.
         ///
         /// - Parameters:
@@ -550,6 +788,62 @@ extension Admin_Admin {
             request: GRPCCore.ServerRequest<Admin_ListAuthoritiesRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Admin_ListAuthoritiesResponse>
+
+        /// Handle the "PrepareAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_PrepareAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Authority` message.
+        func prepareAuthority(
+            request: GRPCCore.ServerRequest<Admin_PrepareAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Authority>
+
+        /// Handle the "ActivateAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ActivateAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Authority` message.
+        func activateAuthority(
+            request: GRPCCore.ServerRequest<Admin_ActivateAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Authority>
+
+        /// Handle the "TaintAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_TaintAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Authority` message.
+        func taintAuthority(
+            request: GRPCCore.ServerRequest<Admin_TaintAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Authority>
+
+        /// Handle the "RevokeAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_RevokeAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_Authority` message.
+        func revokeAuthority(
+            request: GRPCCore.ServerRequest<Admin_RevokeAuthorityRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_Authority>
 
         /// Handle the "MintX509SVID" method.
         ///
@@ -712,6 +1006,48 @@ extension Admin_Admin {
             context: GRPCCore.ServerContext
         ) async throws -> Admin_Agent
 
+        /// Handle the "EvictAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_EvictAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Agent` to respond with.
+        func evictAgent(
+            request: Admin_EvictAgentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Agent
+
+        /// Handle the "BanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_BanAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Agent` to respond with.
+        func banAgent(
+            request: Admin_BanAgentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Agent
+
+        /// Handle the "UnbanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_UnbanAgentRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Agent` to respond with.
+        func unbanAgent(
+            request: Admin_UnbanAgentRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Agent
+
         /// Handle the "GetBundle" method.
         ///
         /// - Parameters:
@@ -739,6 +1075,62 @@ extension Admin_Admin {
             request: Admin_ListAuthoritiesRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Admin_ListAuthoritiesResponse
+
+        /// Handle the "PrepareAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_PrepareAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Authority` to respond with.
+        func prepareAuthority(
+            request: Admin_PrepareAuthorityRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Authority
+
+        /// Handle the "ActivateAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_ActivateAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Authority` to respond with.
+        func activateAuthority(
+            request: Admin_ActivateAuthorityRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Authority
+
+        /// Handle the "TaintAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_TaintAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Authority` to respond with.
+        func taintAuthority(
+            request: Admin_TaintAuthorityRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Authority
+
+        /// Handle the "RevokeAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_RevokeAuthorityRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_Authority` to respond with.
+        func revokeAuthority(
+            request: Admin_RevokeAuthorityRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_Authority
 
         /// Handle the "MintX509SVID" method.
         ///
@@ -880,6 +1272,39 @@ extension Admin_Admin.StreamingServiceProtocol {
             }
         )
         router.registerHandler(
+            forMethod: Admin_Admin.Method.EvictAgent.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_EvictAgentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Agent>(),
+            handler: { request, context in
+                try await self.evictAgent(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.BanAgent.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_BanAgentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Agent>(),
+            handler: { request, context in
+                try await self.banAgent(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.UnbanAgent.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_UnbanAgentRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Agent>(),
+            handler: { request, context in
+                try await self.unbanAgent(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
             forMethod: Admin_Admin.Method.GetBundle.descriptor,
             deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_GetBundleRequest>(),
             serializer: GRPCProtobuf.ProtobufSerializer<Admin_Bundle>(),
@@ -896,6 +1321,50 @@ extension Admin_Admin.StreamingServiceProtocol {
             serializer: GRPCProtobuf.ProtobufSerializer<Admin_ListAuthoritiesResponse>(),
             handler: { request, context in
                 try await self.listAuthorities(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.PrepareAuthority.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_PrepareAuthorityRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Authority>(),
+            handler: { request, context in
+                try await self.prepareAuthority(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.ActivateAuthority.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_ActivateAuthorityRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Authority>(),
+            handler: { request, context in
+                try await self.activateAuthority(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.TaintAuthority.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_TaintAuthorityRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Authority>(),
+            handler: { request, context in
+                try await self.taintAuthority(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.RevokeAuthority.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_RevokeAuthorityRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_Authority>(),
+            handler: { request, context in
+                try await self.revokeAuthority(
                     request: request,
                     context: context
                 )
@@ -1028,6 +1497,39 @@ extension Admin_Admin.ServiceProtocol {
         return GRPCCore.StreamingServerResponse(single: response)
     }
 
+    public func evictAgent(
+        request: GRPCCore.StreamingServerRequest<Admin_EvictAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent> {
+        let response = try await self.evictAgent(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func banAgent(
+        request: GRPCCore.StreamingServerRequest<Admin_BanAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent> {
+        let response = try await self.banAgent(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func unbanAgent(
+        request: GRPCCore.StreamingServerRequest<Admin_UnbanAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Agent> {
+        let response = try await self.unbanAgent(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
     public func getBundle(
         request: GRPCCore.StreamingServerRequest<Admin_GetBundleRequest>,
         context: GRPCCore.ServerContext
@@ -1044,6 +1546,50 @@ extension Admin_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Admin_ListAuthoritiesResponse> {
         let response = try await self.listAuthorities(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func prepareAuthority(
+        request: GRPCCore.StreamingServerRequest<Admin_PrepareAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority> {
+        let response = try await self.prepareAuthority(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func activateAuthority(
+        request: GRPCCore.StreamingServerRequest<Admin_ActivateAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority> {
+        let response = try await self.activateAuthority(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func taintAuthority(
+        request: GRPCCore.StreamingServerRequest<Admin_TaintAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority> {
+        let response = try await self.taintAuthority(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func revokeAuthority(
+        request: GRPCCore.StreamingServerRequest<Admin_RevokeAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_Authority> {
+        let response = try await self.revokeAuthority(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1189,6 +1735,45 @@ extension Admin_Admin.SimpleServiceProtocol {
         )
     }
 
+    public func evictAgent(
+        request: GRPCCore.ServerRequest<Admin_EvictAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Agent> {
+        return GRPCCore.ServerResponse<Admin_Agent>(
+            message: try await self.evictAgent(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func banAgent(
+        request: GRPCCore.ServerRequest<Admin_BanAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Agent> {
+        return GRPCCore.ServerResponse<Admin_Agent>(
+            message: try await self.banAgent(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func unbanAgent(
+        request: GRPCCore.ServerRequest<Admin_UnbanAgentRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Agent> {
+        return GRPCCore.ServerResponse<Admin_Agent>(
+            message: try await self.unbanAgent(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
     public func getBundle(
         request: GRPCCore.ServerRequest<Admin_GetBundleRequest>,
         context: GRPCCore.ServerContext
@@ -1208,6 +1793,58 @@ extension Admin_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Admin_ListAuthoritiesResponse> {
         return GRPCCore.ServerResponse<Admin_ListAuthoritiesResponse>(
             message: try await self.listAuthorities(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func prepareAuthority(
+        request: GRPCCore.ServerRequest<Admin_PrepareAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Authority> {
+        return GRPCCore.ServerResponse<Admin_Authority>(
+            message: try await self.prepareAuthority(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func activateAuthority(
+        request: GRPCCore.ServerRequest<Admin_ActivateAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Authority> {
+        return GRPCCore.ServerResponse<Admin_Authority>(
+            message: try await self.activateAuthority(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func taintAuthority(
+        request: GRPCCore.ServerRequest<Admin_TaintAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Authority> {
+        return GRPCCore.ServerResponse<Admin_Authority>(
+            message: try await self.taintAuthority(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func revokeAuthority(
+        request: GRPCCore.ServerRequest<Admin_RevokeAuthorityRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_Authority> {
+        return GRPCCore.ServerResponse<Admin_Authority>(
+            message: try await self.revokeAuthority(
                 request: request.message,
                 context: context
             ),
@@ -1410,6 +2047,63 @@ extension Admin_Admin {
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
+        /// Call the "EvictAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_EvictAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_EvictAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func evictAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_EvictAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_EvictAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "BanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_BanAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_BanAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func banAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_BanAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_BanAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "UnbanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_UnbanAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_UnbanAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func unbanAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_UnbanAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_UnbanAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
         /// Call the "GetBundle" method.
         ///
         /// - Parameters:
@@ -1446,6 +2140,82 @@ extension Admin_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Admin_ListAuthoritiesResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_ListAuthoritiesResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "PrepareAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_PrepareAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_PrepareAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func prepareAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_PrepareAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_PrepareAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ActivateAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ActivateAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_ActivateAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func activateAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_ActivateAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_ActivateAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "TaintAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_TaintAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_TaintAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func taintAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_TaintAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_TaintAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "RevokeAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_RevokeAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_RevokeAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func revokeAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_RevokeAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_RevokeAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result
         ) async throws -> Result where Result: Sendable
 
         /// Call the "MintX509SVID" method.
@@ -1751,6 +2521,96 @@ extension Admin_Admin {
             )
         }
 
+        /// Call the "EvictAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_EvictAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_EvictAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func evictAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_EvictAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_EvictAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.EvictAgent.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "BanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_BanAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_BanAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func banAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_BanAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_BanAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.BanAgent.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "UnbanAgent" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_UnbanAgentRequest` message.
+        ///   - serializer: A serializer for `Admin_UnbanAgentRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Agent` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func unbanAgent<Result>(
+            request: GRPCCore.ClientRequest<Admin_UnbanAgentRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_UnbanAgentRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Agent>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.UnbanAgent.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
         /// Call the "GetBundle" method.
         ///
         /// - Parameters:
@@ -1804,6 +2664,126 @@ extension Admin_Admin {
             try await self.client.unary(
                 request: request,
                 descriptor: Admin_Admin.Method.ListAuthorities.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "PrepareAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_PrepareAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_PrepareAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func prepareAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_PrepareAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_PrepareAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.PrepareAuthority.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "ActivateAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ActivateAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_ActivateAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func activateAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_ActivateAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_ActivateAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.ActivateAuthority.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "TaintAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_TaintAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_TaintAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func taintAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_TaintAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_TaintAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.TaintAuthority.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "RevokeAuthority" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_RevokeAuthorityRequest` message.
+        ///   - serializer: A serializer for `Admin_RevokeAuthorityRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_Authority` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func revokeAuthority<Result>(
+            request: GRPCCore.ClientRequest<Admin_RevokeAuthorityRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_RevokeAuthorityRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_Authority>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.RevokeAuthority.descriptor,
                 serializer: serializer,
                 deserializer: deserializer,
                 options: options,
@@ -2111,6 +3091,81 @@ extension Admin_Admin.ClientProtocol {
         )
     }
 
+    /// Call the "EvictAgent" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_EvictAgentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func evictAgent<Result>(
+        request: GRPCCore.ClientRequest<Admin_EvictAgentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.evictAgent(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_EvictAgentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Agent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BanAgent" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_BanAgentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func banAgent<Result>(
+        request: GRPCCore.ClientRequest<Admin_BanAgentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.banAgent(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_BanAgentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Agent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnbanAgent" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_UnbanAgentRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unbanAgent<Result>(
+        request: GRPCCore.ClientRequest<Admin_UnbanAgentRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.unbanAgent(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_UnbanAgentRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Agent>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetBundle" method.
     ///
     /// - Parameters:
@@ -2156,6 +3211,106 @@ extension Admin_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Admin_ListAuthoritiesRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_ListAuthoritiesResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PrepareAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_PrepareAuthorityRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func prepareAuthority<Result>(
+        request: GRPCCore.ClientRequest<Admin_PrepareAuthorityRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.prepareAuthority(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_PrepareAuthorityRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Authority>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ActivateAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_ActivateAuthorityRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func activateAuthority<Result>(
+        request: GRPCCore.ClientRequest<Admin_ActivateAuthorityRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.activateAuthority(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_ActivateAuthorityRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Authority>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TaintAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_TaintAuthorityRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func taintAuthority<Result>(
+        request: GRPCCore.ClientRequest<Admin_TaintAuthorityRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.taintAuthority(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_TaintAuthorityRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Authority>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RevokeAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_RevokeAuthorityRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeAuthority<Result>(
+        request: GRPCCore.ClientRequest<Admin_RevokeAuthorityRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.revokeAuthority(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_RevokeAuthorityRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_Authority>(),
             options: options,
             onResponse: handleResponse
         )
@@ -2468,6 +3623,93 @@ extension Admin_Admin.ClientProtocol {
         )
     }
 
+    /// Call the "EvictAgent" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func evictAgent<Result>(
+        _ message: Admin_EvictAgentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_EvictAgentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.evictAgent(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "BanAgent" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func banAgent<Result>(
+        _ message: Admin_BanAgentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_BanAgentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.banAgent(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "UnbanAgent" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func unbanAgent<Result>(
+        _ message: Admin_UnbanAgentRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Agent>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_UnbanAgentRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.unbanAgent(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
     /// Call the "GetBundle" method.
     ///
     /// - Parameters:
@@ -2520,6 +3762,122 @@ extension Admin_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.listAuthorities(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "PrepareAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func prepareAuthority<Result>(
+        _ message: Admin_PrepareAuthorityRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_PrepareAuthorityRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.prepareAuthority(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ActivateAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func activateAuthority<Result>(
+        _ message: Admin_ActivateAuthorityRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_ActivateAuthorityRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.activateAuthority(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "TaintAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func taintAuthority<Result>(
+        _ message: Admin_TaintAuthorityRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_TaintAuthorityRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.taintAuthority(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "RevokeAuthority" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func revokeAuthority<Result>(
+        _ message: Admin_RevokeAuthorityRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_Authority>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_RevokeAuthorityRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.revokeAuthority(
             request: request,
             options: options,
             onResponse: handleResponse

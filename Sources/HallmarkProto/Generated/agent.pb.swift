@@ -231,6 +231,10 @@ public nonisolated struct AgentAPI_SyncResponse: Sendable {
   /// The server's change-log position this state reflects.
   public var revision: UInt64 = 0
 
+  /// Authorities still in the bundle whose SVIDs must be replaced now: X.509 subject key
+  /// identifiers (hex) and JWT key IDs.
+  public var taintedAuthorityIds: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -733,7 +737,7 @@ nonisolated extension AgentAPI_SyncRequest: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension AgentAPI_SyncResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SyncResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}bundle_jwks\0\u{3}bundle_sequence\0\u{1}revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}entries\0\u{3}bundle_jwks\0\u{3}bundle_sequence\0\u{1}revision\0\u{3}tainted_authority_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -745,6 +749,7 @@ nonisolated extension AgentAPI_SyncResponse: SwiftProtobuf.Message, SwiftProtobu
       case 2: try { try decoder.decodeSingularBytesField(value: &self.bundleJwks) }()
       case 3: try { try decoder.decodeSingularUInt64Field(value: &self.bundleSequence) }()
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 5: try { try decoder.decodeRepeatedStringField(value: &self.taintedAuthorityIds) }()
       default: break
       }
     }
@@ -763,6 +768,9 @@ nonisolated extension AgentAPI_SyncResponse: SwiftProtobuf.Message, SwiftProtobu
     if self.revision != 0 {
       try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 4)
     }
+    if !self.taintedAuthorityIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.taintedAuthorityIds, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -771,6 +779,7 @@ nonisolated extension AgentAPI_SyncResponse: SwiftProtobuf.Message, SwiftProtobu
     if lhs.bundleJwks != rhs.bundleJwks {return false}
     if lhs.bundleSequence != rhs.bundleSequence {return false}
     if lhs.revision != rhs.revision {return false}
+    if lhs.taintedAuthorityIds != rhs.taintedAuthorityIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
