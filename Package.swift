@@ -137,7 +137,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkTestSupport", "hallmark"] + crypto + grpc + transport,
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark"] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]

@@ -72,8 +72,11 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         try await respond("entry.delete") {
             let uid = try caller(request.metadata)
             guard !request.message.id.isEmpty else { throw ValidationFailure("id", "is required") }
+            // What the deletion affects, for the audit record: the identity and the agent that served it.
+            let affected = try await store.entries(matching: EntryFilter(id: request.message.id)).first.map { "\($0.spiffeID) under \($0.parentID)" } ?? ""
             let deleted = try await store.deleteEntry(
-                id: request.message.id, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id)
+                id: request.message.id,
+                audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id, detail: affected)
             )
             events.notify()
             return Admin_DeleteEntryResponse.with { $0.entry = Admin_Entry(deleted) }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Crypto
 import Foundation
+import GRPCNIOTransportHTTP2
 import HallmarkProto
 import SPIFFE
 import SwiftASN1
@@ -163,119 +164,133 @@ struct BundleCommand: AsyncParsableCommand {
 struct AuthorityCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authority", abstract: "The CA keys: show them, rotate them early, taint and revoke them.",
-        subcommands: [Kind<X509Authority>.self, Kind<JWTAuthorityKind>.self]
+        subcommands: [X509.self, JWT.self]
     )
 
-    /// The subcommands for one kind of authority.
-    struct Kind<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration {
-            CommandConfiguration(
-                commandName: K.name, abstract: "\(K.title) authorities.",
-                subcommands: [Show<K>.self, Prepare<K>.self, Activate<K>.self, Taint<K>.self, Revoke<K>.self]
-            )
-        }
+    struct X509: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "x509", abstract: "X.509 authorities.",
+            subcommands: [Show.self, Prepare.self, Activate.self, Taint.self, Revoke.self]
+        )
+        struct Show: AuthorityShow { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
+        struct Prepare: AuthorityPrepare { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
+        struct Activate: AuthorityActivate { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
+        struct Taint: AuthorityTaint { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
+        struct Revoke: AuthorityRevoke { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
     }
 
-    struct Show<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration { CommandConfiguration(abstract: "List the authorities and their states.") }
-        @OptionGroup var server: AdminOptions
-        @Option var output: OutputFormat = .text
-
-        func run() async throws {
-            let request = Admin_ListAuthoritiesRequest.with { $0.kind = K.name }
-            let response = try await server.call("authority \(K.name) show") { try await $0.listAuthorities(request) }
-            let views = response.authorities.map(AuthorityView.init)
-            if output == .json {
-                print(try CLIOutput.json(views))
-            } else {
-                for view in views { print(view.text) }
-            }
-        }
+    struct JWT: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "jwt", abstract: "JWT authorities.",
+            subcommands: [Show.self, Prepare.self, Activate.self, Taint.self, Revoke.self]
+        )
+        struct Show: AuthorityShow { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
+        struct Prepare: AuthorityPrepare { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
+        struct Activate: AuthorityActivate { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
+        struct Taint: AuthorityTaint { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
+        struct Revoke: AuthorityRevoke { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
     }
+}
 
-    struct Prepare<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration {
-            CommandConfiguration(abstract: "Make the next key now; it is published in the bundle and signs nothing until activated.")
-        }
-        @OptionGroup var server: AdminOptions
-        @Option var output: OutputFormat = .text
+/// What every `authority KIND …` command takes; `--authority-id` is required by taint and revoke.
+struct AuthorityOptions: ParsableArguments {
+    @OptionGroup var server: AdminOptions
+    @Option(name: .customLong("authority-id"), help: "The authority, as `show` lists it (activate: defaults to the prepared one).")
+    var authorityID: String?
+    @Option var output: OutputFormat = .text
 
-        func run() async throws {
-            let request = Admin_PrepareAuthorityRequest.with { $0.kind = K.name }
-            let authority = try await server.call("authority \(K.name) prepare") { try await $0.prepareAuthority(request) }
-            try AuthorityView(authority).print(output)
-        }
+    func requiredID(_ command: String) throws -> String {
+        guard let authorityID, !authorityID.isEmpty else { throw ValidationError("\(command): --authority-id is required") }
+        return authorityID
     }
+}
 
-    struct Activate<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration {
-            CommandConfiguration(abstract: "Make the prepared key the one that signs; the active one becomes old.")
-        }
-        @OptionGroup var server: AdminOptions
-        @Option(name: .customLong("authority-id"), help: "The prepared authority (default: whichever is prepared).")
-        var authorityID: String?
-        @Option var output: OutputFormat = .text
+typealias AdminClient = Admin_Admin.Client<HTTP2ClientTransport.Posix>
 
-        func run() async throws {
-            let request = Admin_ActivateAuthorityRequest.with {
-                $0.kind = K.name
-                $0.authorityID = authorityID ?? ""
-            }
-            let authority = try await server.call("authority \(K.name) activate") { try await $0.activateAuthority(request) }
-            try AuthorityView(authority).print(output)
-        }
+/// One `authority KIND …` command; the kind comes from the concrete type.
+protocol AuthorityStep: AsyncParsableCommand, Sendable {
+    static var kind: String { get }
+    static var step: String { get }
+    static var summary: String { get }
+    var options: AuthorityOptions { get }
+    func call(_ client: AdminClient) async throws -> Admin_Authority
+}
+
+extension AuthorityStep {
+    static var configuration: CommandConfiguration { CommandConfiguration(commandName: step, abstract: summary) }
+
+    func run() async throws {
+        let authority = try await options.server.call("authority \(Self.kind) \(Self.step)") { try await call($0) }
+        try AuthorityView(authority).print(options.output)
     }
+}
 
-    struct Taint<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration {
-            CommandConfiguration(abstract: "Mark an old key tainted: agents replace every SVID that chains to it.")
-        }
-        @OptionGroup var server: AdminOptions
-        @Option(name: .customLong("authority-id")) var authorityID: String
-        @Option var output: OutputFormat = .text
+protocol AuthorityShow: AsyncParsableCommand {
+    static var kind: String { get }
+    var options: AuthorityOptions { get }
+}
 
-        func run() async throws {
-            let request = Admin_TaintAuthorityRequest.with {
-                $0.kind = K.name
-                $0.authorityID = authorityID
-            }
-            let authority = try await server.call("authority \(K.name) taint") { try await $0.taintAuthority(request) }
-            try AuthorityView(authority).print(output)
-        }
-    }
+extension AuthorityShow {
+    static var configuration: CommandConfiguration { CommandConfiguration(commandName: "show", abstract: "List the authorities and their states.") }
 
-    struct Revoke<K: AuthorityKindName>: AsyncParsableCommand {
-        static var configuration: CommandConfiguration {
-            CommandConfiguration(abstract: "Remove a tainted key from the bundle: nothing it signed validates any more.")
-        }
-        @OptionGroup var server: AdminOptions
-        @Option(name: .customLong("authority-id")) var authorityID: String
-        @Option var output: OutputFormat = .text
-
-        func run() async throws {
-            let request = Admin_RevokeAuthorityRequest.with {
-                $0.kind = K.name
-                $0.authorityID = authorityID
-            }
-            let authority = try await server.call("authority \(K.name) revoke") { try await $0.revokeAuthority(request) }
-            try AuthorityView(authority).print(output)
+    func run() async throws {
+        let request = Admin_ListAuthoritiesRequest.with { $0.kind = Self.kind }
+        let response = try await options.server.call("authority \(Self.kind) show") { try await $0.listAuthorities(request) }
+        let views = response.authorities.map(AuthorityView.init)
+        if options.output == .json {
+            print(try CLIOutput.json(views))
+        } else {
+            for view in views { print(view.text) }
         }
     }
 }
 
-protocol AuthorityKindName: Sendable {
-    static var name: String { get }
-    static var title: String { get }
+protocol AuthorityPrepare: AuthorityStep {}
+extension AuthorityPrepare {
+    static var step: String { "prepare" }
+    static var summary: String { "Make the next key now; it is published in the bundle and signs nothing until activated." }
+    func call(_ client: AdminClient) async throws -> Admin_Authority {
+        try await client.prepareAuthority(Admin_PrepareAuthorityRequest.with { $0.kind = Self.kind })
+    }
 }
 
-enum X509Authority: AuthorityKindName {
-    static let name = "x509"
-    static let title = "X.509"
+protocol AuthorityActivate: AuthorityStep {}
+extension AuthorityActivate {
+    static var step: String { "activate" }
+    static var summary: String { "Make the prepared key the one that signs; the active one becomes old." }
+    func call(_ client: AdminClient) async throws -> Admin_Authority {
+        let id = options.authorityID ?? ""
+        return try await client.activateAuthority(Admin_ActivateAuthorityRequest.with {
+            $0.kind = Self.kind
+            $0.authorityID = id
+        })
+    }
 }
 
-enum JWTAuthorityKind: AuthorityKindName {
-    static let name = "jwt"
-    static let title = "JWT"
+protocol AuthorityTaint: AuthorityStep {}
+extension AuthorityTaint {
+    static var step: String { "taint" }
+    static var summary: String { "Mark an old key tainted: agents replace every SVID that chains to it." }
+    func call(_ client: AdminClient) async throws -> Admin_Authority {
+        let id = try options.requiredID("authority \(Self.kind) taint")
+        return try await client.taintAuthority(Admin_TaintAuthorityRequest.with {
+            $0.kind = Self.kind
+            $0.authorityID = id
+        })
+    }
+}
+
+protocol AuthorityRevoke: AuthorityStep {}
+extension AuthorityRevoke {
+    static var step: String { "revoke" }
+    static var summary: String { "Remove a tainted key from the bundle: nothing it signed validates any more." }
+    func call(_ client: AdminClient) async throws -> Admin_Authority {
+        let id = try options.requiredID("authority \(Self.kind) revoke")
+        return try await client.revokeAuthority(Admin_RevokeAuthorityRequest.with {
+            $0.kind = Self.kind
+            $0.authorityID = id
+        })
+    }
 }
 
 struct AuthorityView: Encodable {
