@@ -77,6 +77,13 @@ let package = Package(
         .target(name: "HallmarkSupport", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")], swiftSettings: strict),
         // Selectors, attestor and verifier types, join tokens.
         .target(name: "HallmarkAttestation", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
+        // TPM 2.0 node attestation: the server's verifier and the agent's device access (tpm2-tss ESYS).
+        .target(name: "CHallmarkCrypto", linkerSettings: [.linkedLibrary("crypto")]),
+        .target(
+            name: "CHallmarkTPM",
+            linkerSettings: [.linkedLibrary("tss2-esys"), .linkedLibrary("tss2-tctildr"), .linkedLibrary("tss2-mu"), .linkedLibrary("tss2-rc")]
+        ),
+        .target(name: "HallmarkTPM", dependencies: ["HallmarkAttestation", "CHallmarkCrypto", "CHallmarkTPM", "SPIFFE"] + crypto, swiftSettings: strict),
         // The store protocol and its SQLite implementation with numbered SQL migrations.
         .target(
             name: "HallmarkStore",
@@ -134,6 +141,7 @@ let package = Package(
             dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "HallmarkTPMTests", dependencies: ["HallmarkTPM", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",

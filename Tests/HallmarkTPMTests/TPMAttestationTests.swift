@@ -1,0 +1,148 @@
+// TPM attestation against a real swtpm with EK certificates from a CA the test owns: the device
+// side (ESYS) and the verifier side meet, for RSA and ECC EKs, and each forgery is refused with
+// its reason.
+
+import Foundation
+import HallmarkTPM
+import HallmarkTestSupport
+import Testing
+import X509
+
+@Suite("TPM attestation with swtpm", .serialized)
+struct TPMAttestationTests {
+    struct Fixture {
+        let swtpm: TestSwtpm
+        let device: TPMDevice
+        let trust: TPMTrust
+
+        init() throws {
+            swtpm = try TestSwtpm()
+            device = try TPMDevice(tcti: swtpm.tcti)
+            trust = try TPMTrust(caDirectory: swtpm.caDirectory, allowedEKHashes: [])
+        }
+    }
+
+    static let selection: [TPMHash: [Int]] = [.sha256: Array(0...7) + [16]]
+
+    static func nonce() -> [UInt8] { (0..<32).map { _ in UInt8.random(in: 0...255) } }
+
+    @Test("the full flow: EK certificate, credential activation, quote, policy", arguments: TPMDevice.EndorsementKey.allCases)
+    func fullFlow(_ kind: TPMDevice.EndorsementKey) async throws {
+        let fixture = try Fixture()
+        let endorsement = try await TPMVerifier.endorsement(
+            certificate: try fixture.device.ekCertificate(kind), ekPublic: try fixture.device.ekPublic(kind), trust: fixture.trust, at: Date()
+        )
+        #expect(endorsement.vouchedBy?.contains("Hallmark Test TPM Manufacturer CA") == true)
+        #expect(endorsement.ekHash.count == 64)
+        let ak = try TPMVerifier.attestationKey(try fixture.device.attestationKeyPublic())
+
+        let credential = Self.nonce()
+        let challenge = try TPMCredential.make(ek: endorsement.ek, objectName: ak.name, credential: credential)
+        #expect(try fixture.device.activateCredential(kind, blob: challenge.blob, secret: challenge.secret) == credential)
+
+        try fixture.swtpm.extend(pcr: 16, digestHex: String(repeating: "ab", count: 32))
+        let nonce = Self.nonce()
+        let quote = try fixture.device.quote(Self.selection, nonce: nonce)
+        let pcr16 = try #require(quote.pcrs[.sha256]?[16])
+        let policy = TPMPCRPolicy(expected: [.sha256: [16: pcr16, 0: [UInt8](repeating: 0, count: 32)]])
+        let selectors = try TPMVerifier.verifyQuote(
+            attest: quote.attest, signature: quote.signature, pcrValues: quote.pcrs, ak: ak, nonce: nonce, selection: Self.selection, policy: policy
+        )
+        #expect(selectors.count == 9)
+        #expect(selectors.map(\.description).contains("tpm:pcr:sha256:16:\(pcr16.map { String(format: "%02x", $0) }.joined())"))
+        #expect(selectors.map(\.description).contains("tpm:pcr:sha256:0:" + String(repeating: "0", count: 64)))
+    }
+
+    @Test("an EK certificate from an untrusted CA is refused; the allow-list accepts the key itself")
+    func untrustedCA() async throws {
+        let fixture = try Fixture()
+        let other = try TestSwtpm(caName: "Some Other Manufacturer")
+        let foreign = try TPMTrust(caDirectory: other.caDirectory, allowedEKHashes: [])
+        let certificate = try fixture.device.ekCertificate(.rsa)
+        let ekPublic = try fixture.device.ekPublic(.rsa)
+        let refused = await #expect(throws: TPMError.self) {
+            try await TPMVerifier.endorsement(certificate: certificate, ekPublic: ekPublic, trust: foreign, at: Date())
+        }
+        #expect(refused?.message.contains("does not chain to a trusted manufacturer CA") == true)
+        let trusted = try await TPMVerifier.endorsement(certificate: certificate, ekPublic: ekPublic, trust: fixture.trust, at: Date())
+        let allowed = try await TPMVerifier.endorsement(
+            certificate: certificate, ekPublic: ekPublic, trust: TPMTrust(allowedEKHashes: [trusted.ekHash]), at: Date()
+        )
+        #expect(allowed.vouchedBy == nil && allowed.ekHash == trusted.ekHash)
+        // A certificate for another TPM's EK does not vouch for this one.
+        let swapped = await #expect(throws: TPMError.self) {
+            try await TPMVerifier.endorsement(certificate: try TPMDevice(tcti: other.tcti).ekCertificate(.rsa), ekPublic: ekPublic, trust: fixture.trust, at: Date())
+        }
+        #expect(swapped?.message.contains("certifies another key") == true)
+    }
+
+    @Test("a credential made for another AK name does not activate (TPM_RC_INTEGRITY)")
+    func wrongAKName() throws {
+        let fixture = try Fixture()
+        let ek = try TPMPublic(bytes: try fixture.device.ekPublic(.rsa))
+        let ak = try TPMVerifier.attestationKey(try fixture.device.attestationKeyPublic())
+        var name = ak.name
+        name[name.count - 1] ^= 0x01
+        let challenge = try TPMCredential.make(ek: ek, objectName: name, credential: Self.nonce())
+        let refused = #expect(throws: TPMError.self) { try fixture.device.activateCredential(.rsa, blob: challenge.blob, secret: challenge.secret) }
+        #expect(refused?.message.contains("ActivateCredential") == true)
+        #expect(refused?.message.contains("0x1df") == true || refused?.message.contains("integrity") == true, "\(refused?.message ?? "")")
+    }
+
+    @Test("an AK without restricted, or one that may decrypt, is refused")
+    func akAttributes() throws {
+        let fixture = try Fixture()
+        let bytes = try fixture.device.attestationKeyPublic()
+        // objectAttributes is the u32 at offset 4 (after type and nameAlg); restricted is bit 16.
+        var unrestricted = bytes
+        unrestricted[5] &= ~0x01
+        let refused = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(unrestricted) }
+        #expect(refused?.message.contains("lacks the restricted attribute") == true)
+        var decrypting = bytes
+        decrypting[5] |= 0x02
+        let decrypt = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(decrypting) }
+        #expect(decrypt?.message.contains("may decrypt") == true)
+        let truncated = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(Array(bytes.dropLast())) }
+        #expect(truncated?.message.contains("TPMT_PUBLIC.unique.ecc.y") == true)
+    }
+
+    @Test("a tampered TPMS_ATTEST, another nonce, other PCR values, or a policy miss are each refused")
+    func quoteForgeries() throws {
+        let fixture = try Fixture()
+        let ak = try TPMVerifier.attestationKey(try fixture.device.attestationKeyPublic())
+        let nonce = Self.nonce()
+        let quote = try fixture.device.quote(Self.selection, nonce: nonce)
+        func verify(attest: [UInt8] = quote.attest, pcrs: [TPMHash: [Int: [UInt8]]] = quote.pcrs, nonce: [UInt8] = nonce, policy: TPMPCRPolicy = TPMPCRPolicy()) throws {
+            _ = try TPMVerifier.verifyQuote(attest: attest, signature: quote.signature, pcrValues: pcrs, ak: ak, nonce: nonce, selection: Self.selection, policy: policy)
+        }
+        try verify()
+        for index in [0, 6, quote.attest.count / 2, quote.attest.count - 1] {
+            var tampered = quote.attest
+            tampered[index] ^= 0x01
+            let refused = #expect(throws: TPMError.self) { try verify(attest: tampered) }
+            #expect(refused?.message.contains("signature does not verify") == true, "byte \(index): \(refused?.message ?? "")")
+        }
+        let replayed = #expect(throws: TPMError.self) { try verify(nonce: Self.nonce()) }
+        #expect(replayed?.message.contains("nonce") == true)
+        var lying = quote.pcrs
+        lying[.sha256]![3] = [UInt8](repeating: 0x11, count: 32)
+        let lie = #expect(throws: TPMError.self) { try verify(pcrs: lying) }
+        #expect(lie?.message.contains("do not match the quote's PCR digest") == true)
+        let policy = TPMPCRPolicy(expected: [.sha256: [16: [UInt8](repeating: 0x22, count: 32)]])
+        let miss = #expect(throws: TPMError.self) { try verify(policy: policy) }
+        #expect(miss?.message.contains("PCR sha256:16 is") == true)
+    }
+
+    @Test("a PCR policy file names the field and the rule when it is wrong")
+    func policyFile() throws {
+        let good = try TPMPCRPolicy(json: Data(#"{"sha256": {"16": "\#(String(repeating: "0", count: 64))"}}"#.utf8))
+        #expect(good.selection[.sha256] == Array(0...7) + [16])
+        for (json, reason) in [
+            (#"{"md5": {"1": "00"}}"#, "bank 'md5'"), (#"{"sha256": {"24": "00"}}"#, "PCR must be 0 to 23"),
+            (#"{"sha256": {"1": "abc"}}"#, "64 hex digits"), ("[]", "expected a JSON object"),
+        ] {
+            let refused = #expect(throws: TPMError.self) { try TPMPCRPolicy(json: Data(json.utf8)) }
+            #expect(refused?.message.contains(reason) == true, "\(json): \(refused?.message ?? "")")
+        }
+    }
+}
