@@ -97,7 +97,7 @@ let package = Package(
             name: "HallmarkServer",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
-                "HallmarkSupport",
+                "HallmarkSupport", "HallmarkTPM",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,
@@ -108,7 +108,7 @@ let package = Package(
             name: "HallmarkAgent",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation",
-                "HallmarkSupport",
+                "HallmarkSupport", "HallmarkTPM",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,
@@ -117,7 +117,7 @@ let package = Package(
         .executableTarget(
             name: "hallmark",
             dependencies: [
-                "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation",
+                "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation", "HallmarkTPM",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + crypto + grpc + transport,

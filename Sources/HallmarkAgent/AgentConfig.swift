@@ -1,6 +1,7 @@
 // The agent's configuration: plain values, filled in by the executable.
 
 public import Foundation
+public import HallmarkTPM
 public import SPIFFE
 
 public struct AgentConfig: Sendable {
@@ -14,8 +15,22 @@ public struct AgentConfig: Sendable {
     /// The Workload API's Unix socket.
     public var socketPath: String
     public var joinToken: String?
+    /// TPM attestation instead of a join token: the TPM's TCTI, which EK, and how often to quote again.
+    public var tpm: TPM?
     /// The trust domain, when known up front (from the bundle file it is learned at attestation).
     public var trustDomain: TrustDomain?
+
+    public struct TPM: Sendable {
+        public var tcti: String
+        public var endorsementKey: TPMDevice.EndorsementKey
+        public var reattestInterval: TimeInterval
+
+        public init(tcti: String, endorsementKey: TPMDevice.EndorsementKey = .rsa, reattestInterval: TimeInterval = 300) {
+            self.tcti = tcti
+            self.endorsementKey = endorsementKey
+            self.reattestInterval = reattestInterval
+        }
+    }
 
     public init(dataDir: String, serverHost: String, serverPort: Int, socketPath: String) {
         self.dataDir = dataDir

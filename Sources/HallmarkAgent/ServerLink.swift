@@ -7,6 +7,7 @@ import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HallmarkProto
+import HallmarkTPM
 import Logging
 import SPIFFE
 import SPIFFETLS
@@ -59,11 +60,69 @@ final class ServerLink: Sendable {
 
     // MARK: Attestation
 
-    /// Attests with the join token and returns the agent's SVID and the bundle.
-    func attest() async throws -> (svid: X509SVID, bundle: SPIFFEBundle) {
+    /// How the agent answers the server's challenge for its attestation method.
+    private struct Method: Sendable {
+        let name: String
+        let payload: Data
+        /// The answer to a challenge, given the CSR's key.
+        let answer: @Sendable ([UInt8], Certificate.PrivateKey) throws -> [UInt8]
+    }
+
+    private func method() throws -> Method {
+        if let tpm = config.tpm {
+            let device = try TPMDevice(tcti: tpm.tcti)
+            let evidence = AgentAPI_TPMEvidence.with {
+                $0.ekCertificate = Data((try? device.ekCertificate(tpm.endorsementKey)) ?? [])
+                $0.ekPublic = Data((try? device.ekPublic(tpm.endorsementKey)) ?? [])
+            }
+            guard !evidence.ekCertificate.isEmpty, !evidence.ekPublic.isEmpty else {
+                _ = try device.ekCertificate(tpm.endorsementKey)
+                _ = try device.ekPublic(tpm.endorsementKey)
+                throw AgentError("agent: the TPM has no \(tpm.endorsementKey.rawValue) EK and certificate")
+            }
+            var withAK = evidence
+            withAK.akPublic = Data(try device.attestationKeyPublic())
+            return Method(name: "tpm", payload: try withAK.serializedData()) { bytes, key in
+                let challenge = try AgentAPI_TPMChallenge(serializedBytes: bytes)
+                let credential = try device.activateCredential(tpm.endorsementKey, blob: Array(challenge.credentialBlob), secret: Array(challenge.encryptedSecret))
+                return try AgentAPI_TPMChallengeResponse.with {
+                    $0.credential = Data(credential)
+                    $0.quote = try Self.quote(device, challenge)
+                    $0.csrSignature = Data(try key.signChallenge(Array(challenge.nonce)))
+                }.serializedBytes()
+            }
+        }
         guard let token = config.joinToken, !token.isEmpty else {
             throw AgentError("agent: no usable SVID in \(config.dataDir) and no --join-token to attest with")
         }
+        return Method(name: "join-token", payload: Data(token.utf8)) { nonce, key in try key.signChallenge(nonce) }
+    }
+
+    /// Quotes what a TPM challenge asks for, with its nonce.
+    static func quote(_ device: TPMDevice, _ challenge: AgentAPI_TPMChallenge) throws -> AgentAPI_TPMQuote {
+        var selection: [TPMHash: [Int]] = [:]
+        for bank in challenge.pcrs {
+            selection[try TPMHash(UInt16(truncatingIfNeeded: bank.hash), field: "challenge.pcrs.hash")] = bank.pcrs.map(Int.init)
+        }
+        let quoted = try device.quote(selection, nonce: Array(challenge.nonce))
+        return AgentAPI_TPMQuote.with { message in
+            message.attest = Data(quoted.attest)
+            message.signature = Data(quoted.signature)
+            message.values = quoted.pcrs.sorted { $0.key.rawValue < $1.key.rawValue }.flatMap { bank, values in
+                values.sorted { $0.key < $1.key }.map { index, digest in
+                    AgentAPI_TPMPCRValue.with {
+                        $0.hash = UInt32(bank.rawValue)
+                        $0.index = UInt32(index)
+                        $0.digest = Data(digest)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Attests (join token or TPM) and returns the agent's SVID and the bundle.
+    func attest() async throws -> (svid: X509SVID, bundle: SPIFFEBundle) {
+        let method = try method()
         let request = try SVIDRequest()
         let (key, csr) = (request.privateKey, request.csr)
         let bootstrap = try AgentIdentity.bootstrapCertificate(key, now: Date())
@@ -90,14 +149,14 @@ final class ServerLink: Sendable {
                 requestProducer: { writer in
                     try await writer.write(AgentAPI_AttestRequest.with {
                         $0.params = AgentAPI_AttestParams.with {
-                            $0.method = "join-token"
-                            $0.payload = Data(token.utf8)
+                            $0.method = method.name
+                            $0.payload = method.payload
                             $0.csr = Data(csr)
                         }
                     })
-                    for await nonce in challenges {
-                        let signature = try key.signChallenge(nonce)
-                        try await writer.write(AgentAPI_AttestRequest.with { $0.challengeResponse = Data(signature) })
+                    for await challenge in challenges {
+                        let answer = try method.answer(challenge, key)
+                        try await writer.write(AgentAPI_AttestRequest.with { $0.challengeResponse = Data(answer) })
                         break
                     }
                 },
@@ -204,6 +263,9 @@ final class ServerLink: Sendable {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.follow(api) }
                     group.addTask { try await self.rotate(api, identity: identity) }
+                    if let tpm = self.config.tpm {
+                        group.addTask { try await self.reattest(api, tpm) }
+                    }
                     defer { group.cancelAll() }
                     try await group.next()
                 }
@@ -266,6 +328,21 @@ final class ServerLink: Sendable {
                 }
             }
             cache.store(signed)
+        }
+    }
+
+    /// Quotes again on the interval; a quote the server refuses evicts the agent (the server ends the session).
+    private func reattest(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, _ tpm: AgentConfig.TPM) async throws {
+        let device = try TPMDevice(tcti: tpm.tcti)
+        while true {
+            try await Task.sleep(for: .seconds(tpm.reattestInterval))
+            let challenge = try await api.reattestChallenge(AgentAPI_ReattestChallengeRequest())
+            let quote = try Self.quote(device, challenge)
+            let result = try await api.reattest(AgentAPI_ReattestRequest.with {
+                $0.nonce = challenge.nonce
+                $0.quote = quote
+            })
+            logger.info("re-attested with the TPM", metadata: ["selectors": "\(result.selectors.count)"])
         }
     }
 

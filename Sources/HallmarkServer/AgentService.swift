@@ -11,6 +11,7 @@ import HallmarkCA
 import HallmarkProto
 import HallmarkStore
 import HallmarkSupport
+import HallmarkTPM
 import Logging
 import SPIFFE
 import SwiftASN1
@@ -23,6 +24,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     let events: Broadcast
     let logger: Logger
     let now: @Sendable () -> Date
+    let nonces: NonceStore
 
     static let maximumBatch = 500
 
@@ -37,56 +39,47 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 guard let first = try await messages.next(), case .params(let params)? = first.step else {
                     throw RPCError(code: .invalidArgument, message: "attestation: the first message must carry the attestation parameters")
                 }
-                guard params.method == JoinToken.method else {
-                    throw RPCError(code: .invalidArgument, message: "attestation: unknown method '\(params.method)'; this server accepts: \(JoinToken.method)")
-                }
                 let csrKey: Certificate.PublicKey
                 do { csrKey = try X509CA.checkedCSRKey(Array(params.csr)) } catch let error as CAError {
                     throw RPCError(code: .invalidArgument, message: "attestation: \(error.message)")
                 }
-                // The nonce proves the agent holds the key it wants certified, and binds this
-                // attestation to this stream: evidence without it is refused.
-                let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
-                try await writer.write(AgentAPI_AttestResponse.with { $0.challenge = Data(nonce) })
-                guard let second = try await messages.next(), case .challengeResponse(let signature)? = second.step else {
-                    throw RPCError(code: .invalidArgument, message: "attestation: expected the answer to the challenge")
+                let exchange = AttestationExchange(
+                    send: { bytes in try await writer.write(AgentAPI_AttestResponse.with { $0.challenge = Data(bytes) }) },
+                    receive: {
+                        guard let next = try await messages.next(), case .challengeResponse(let answer)? = next.step else {
+                            throw RPCError(code: .invalidArgument, message: "attestation: expected the answer to the challenge")
+                        }
+                        return Array(answer)
+                    }
+                )
+                let attested: AttestedIdentity
+                switch params.method {
+                case JoinToken.method: attested = try await attestJoinToken(params, csrKey: csrKey, exchange)
+                case TPMAttestation.method: attested = try await attestTPM(params, csrKey: csrKey, exchange)
+                default:
+                    throw RPCError(
+                        code: .invalidArgument,
+                        message: "attestation: unknown method '\(params.method)'; this server accepts: \(acceptedMethods.joined(separator: ", "))"
+                    )
                 }
-                guard csrKey.isValidSignature(Array(signature), for: nonce, signatureAlgorithm: .ecdsaWithSHA256)
-                    || csrKey.isValidSignature(Array(signature), for: nonce, signatureAlgorithm: .ecdsaWithSHA384)
-                else {
-                    throw RPCError(code: .permissionDenied, message: "attestation: the challenge was not signed with the CSR's key")
-                }
-                let token = String(decoding: params.payload, as: UTF8.self)
                 let time = now()
-                // A banned agent is refused before its token is looked at, so that the refusal says why.
-                let claimedID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: JoinToken.id(of: token))
-                if let existing = try await store.attestedNode(claimedID), existing.banned {
-                    throw RPCError(code: .permissionDenied, message: "attestation: agent \(claimedID) is banned")
-                }
-                let record: JoinTokenRecord
-                do {
-                    record = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: time)
-                } catch let error as StoreError {
-                    let reason = error.code == .notFound ? "the join token is not known" : error.message.replacingOccurrences(of: "store: ", with: "")
-                    throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
-                }
-                let agentID = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
-                let chain = try await sign(csr: Array(params.csr), id: agentID, ttl: config.agentSVIDTTL, at: time)
+                let chain = try await sign(csr: Array(params.csr), id: attested.id, ttl: config.agentSVIDTTL, at: time)
                 let node = AttestedNode(
-                    spiffeID: agentID, attestationType: JoinToken.method, serialNumber: Self.serial(chain[0]),
-                    expiresAt: chain[0].notValidAfter, attestedAt: time
+                    spiffeID: attested.id, attestationType: params.method, serialNumber: Self.serial(chain[0]),
+                    expiresAt: chain[0].notValidAfter, attestedAt: time, selectors: attested.selectors, attestationData: attested.data
                 )
                 try await store.saveAttestedNode(
-                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: agentID.description, detail: "join token \(record.id)")
+                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: attested.detail)
                 )
                 events.notify()
-                logger.info("agent attested", metadata: ["agent": "\(agentID)", "method": "\(JoinToken.method)", "peer": "\(context.remotePeer)"])
+                logger.info("agent attested", metadata: ["agent": "\(attested.id)", "method": "\(params.method)", "peer": "\(context.remotePeer)"])
                 let bundle = try await ca.bundle()
                 try await writer.write(AgentAPI_AttestResponse.with {
                     $0.result = AgentAPI_AttestResult.with {
-                        $0.spiffeID = agentID.description
+                        $0.spiffeID = attested.id.description
                         $0.svidChain = chain.map { Data($0.derBytes) }
                         $0.bundleJwks = Data((try? bundle.json()) ?? [])
+                        $0.selectors = attested.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
                     }
                 })
                 return [:]
@@ -100,7 +93,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     // MARK: Calls from attested agents
 
     /// The calling agent, from its mTLS certificate and the attested-node record.
-    private func callingAgent(_ context: ServerContext) async throws -> AttestedNode {
+    func callingAgent(_ context: ServerContext) async throws -> AttestedNode {
         guard let tls = context.transportSpecific as? HTTP2ServerTransport.Posix.Context, let presented = tls.peerCertificateChain else {
             throw RPCError(code: .unauthenticated, message: "agent: no client certificate; attest first")
         }
@@ -124,7 +117,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         return node
     }
 
-    private func guarded<T>(_ action: String, _ context: ServerContext, _ body: () async throws -> T) async throws -> T {
+    func guarded<T>(_ action: String, _ context: ServerContext, _ body: () async throws -> T) async throws -> T {
         do {
             return try await body()
         } catch {
@@ -243,7 +236,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
 
     // MARK: Helpers
 
-    private func sign(csr: [UInt8], id: SPIFFEID, dnsNames: [String] = [], ttl: TimeInterval, at time: Date) async throws -> [Certificate] {
+    func sign(csr: [UInt8], id: SPIFFEID, dnsNames: [String] = [], ttl: TimeInterval, at time: Date) async throws -> [Certificate] {
         do {
             return try await ca.activeX509().signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, dnsNames: dnsNames, ttl: ttl, now: time))
         } catch let error as CAError {

@@ -67,7 +67,12 @@ public struct HallmarkServer: Service {
                     tls.customVerificationCallback = SPIFFEPeerVerification.possessionOnly
                 }
             ),
-            services: [AgentService(config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() })]
+            services: [
+                AgentService(
+                    config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() },
+                    nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() })
+                )
+            ]
         )
 
         try await withGracefulShutdownHandler {

@@ -2,6 +2,7 @@
 
 public import Foundation
 public import HallmarkCA
+public import HallmarkTPM
 public import SPIFFE
 
 public struct ServerConfig: Sendable {
@@ -30,6 +31,21 @@ public struct ServerConfig: Sendable {
     /// An upstream CA (certificate and key PEM files) that makes the server's CA an intermediate.
     public var upstreamCACert: String?
     public var upstreamCAKey: String?
+
+    /// TPM node attestation: whom to trust for EKs and which PCR values to require. Nil: refused.
+    public var tpm: TPMSettings?
+    /// How long an attestation nonce may be answered.
+    public var nonceTTL: TimeInterval = 60
+
+    public struct TPMSettings: Sendable {
+        public var trust: TPMTrust
+        public var policy: TPMPCRPolicy
+
+        public init(trust: TPMTrust, policy: TPMPCRPolicy = TPMPCRPolicy()) {
+            self.trust = trust
+            self.policy = policy
+        }
+    }
 
     public init(dataDir: String, trustDomain: TrustDomain) {
         self.dataDir = dataDir

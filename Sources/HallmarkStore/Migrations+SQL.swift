@@ -117,5 +117,10 @@ CREATE TABLE change_log (
     time_ms  INTEGER NOT NULL
 );
 """#),
+        Migration(version: 2, name: "0002_node_attestation_data.sql", sql: #"""
+-- What a node's attestation method needs to check the node again later (for TPM: the AK's
+-- public area, against which re-attestation quotes are verified). Empty for join tokens.
+ALTER TABLE attested_nodes ADD COLUMN attestation_data BLOB NOT NULL DEFAULT x'';
+"""#),
     ]
 }

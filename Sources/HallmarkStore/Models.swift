@@ -98,10 +98,12 @@ public struct AttestedNode: Hashable, Sendable {
     public var attestedAt: Date
     public var banned: Bool
     public var selectors: [Selector]
+    /// What the attestation method keeps to check the node again (the TPM AK's public area).
+    public var attestationData: [UInt8]
 
     public init(
         spiffeID: SPIFFEID, attestationType: String, serialNumber: String, expiresAt: Date, attestedAt: Date,
-        banned: Bool = false, selectors: [Selector] = []
+        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = []
     ) {
         self.spiffeID = spiffeID
         self.attestationType = attestationType
@@ -110,6 +112,7 @@ public struct AttestedNode: Hashable, Sendable {
         self.attestedAt = attestedAt
         self.banned = banned
         self.selectors = selectors.sorted()
+        self.attestationData = attestationData
     }
 }
 

@@ -269,12 +269,12 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [node.spiffeID.description])
             try db.execute(
                 sql: """
-                    INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned)
-                    VALUES (?, ?, ?, ?, ?, ?)
+                    INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
+                    VALUES (?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
                     node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
-                    Int64(node.attestedAt.timeIntervalSince1970), node.banned,
+                    Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
                 ]
             )
             for selector in Set(node.selectors) {
@@ -321,7 +321,7 @@ public final class SQLiteStore: Store {
                 spiffeID: try SPIFFEID(parsing: id), attestationType: row["attestation_type"], serialNumber: row["serial_number"],
                 expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
                 attestedAt: Date(timeIntervalSince1970: TimeInterval(row["attested_at"] as Int64)),
-                banned: row["banned"], selectors: selectors[id] ?? []
+                banned: row["banned"], selectors: selectors[id] ?? [], attestationData: Array(row["attestation_data"] as Data)
             )
         }
     }

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import HallmarkAgent
+import HallmarkTPM
 import Logging
 import SPIFFE
 import ServiceLifecycle
@@ -27,8 +28,20 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(help: "The Workload API's Unix socket.")
     var socket: String
 
-    @Option(help: "The node attestor; join-token is available.")
+    @Option(help: "The node attestor: join-token or tpm.")
     var attestor: String = "join-token"
+
+    @Option(name: .customLong("tpm-device"), help: "The TPM device for --attestor tpm (default /dev/tpmrm0).")
+    var tpmDevice: String?
+
+    @Option(name: .customLong("tpm-tcti"), help: "A tpm2-tss TCTI instead of the device, such as swtpm:path=/run/swtpm.sock.")
+    var tpmTCTI: String?
+
+    @Option(name: .customLong("tpm-ek"), help: "Which endorsement key: rsa (default) or ecc.")
+    var tpmEK: String = "rsa"
+
+    @Option(name: .customLong("tpm-reattest-interval"), help: "Seconds between TPM re-attestations (default 300).")
+    var tpmReattestInterval: Int = 300
 
     @Option(name: .customLong("join-token"), help: "The join token (from `hallmark token generate`).")
     var joinToken: String?
@@ -39,9 +52,12 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level")) var logLevel: String = "info"
 
     func validate() throws {
-        guard attestor == "join-token" else {
-            throw ValidationError("--attestor: '\(attestor)' is not available; this agent supports join-token")
+        guard attestor == "join-token" || attestor == "tpm" else {
+            throw ValidationError("--attestor: '\(attestor)' is not available; this agent supports join-token and tpm")
         }
+        guard TPMDevice.EndorsementKey(rawValue: tpmEK) != nil else { throw ValidationError("--tpm-ek: must be rsa or ecc, not '\(tpmEK)'") }
+        guard tpmReattestInterval >= 1 else { throw ValidationError("--tpm-reattest-interval: must be at least 1 second") }
+        guard tpmDevice == nil || tpmTCTI == nil else { throw ValidationError("--tpm-device and --tpm-tcti: give one, not both") }
         guard trustBundle != nil || insecureBootstrap else {
             throw ValidationError("give --trust-bundle FILE, or --insecure-bootstrap to skip verifying the server (development only)")
         }
@@ -54,6 +70,12 @@ struct AgentRunCommand: AsyncParsableCommand {
         config.trustBundlePath = trustBundle
         config.insecureBootstrap = insecureBootstrap
         config.joinToken = joinToken
+        if attestor == "tpm" {
+            config.tpm = AgentConfig.TPM(
+                tcti: tpmTCTI ?? "device:\(tpmDevice ?? "/dev/tpmrm0")", endorsementKey: TPMDevice.EndorsementKey(rawValue: tpmEK)!,
+                reattestInterval: TimeInterval(tpmReattestInterval)
+            )
+        }
         if let trustDomain {
             do { config.trustDomain = try TrustDomain(trustDomain) } catch let error as SPIFFEError {
                 throw ValidationError("--trust-domain: \(error.message)")

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import HallmarkCA
 import HallmarkServer
+import HallmarkTPM
 import Logging
 import SPIFFE
 import ServiceLifecycle
@@ -54,6 +55,15 @@ struct ServerCommand: AsyncParsableCommand {
 
         @Option(name: .customLong("upstream-ca-key"), help: "The upstream CA's private key (PEM).")
         var upstreamCAKey: String?
+
+        @Option(name: .customLong("tpm-ek-ca-dir"), help: "Accept TPM agents whose EK certificate chains to a CA certificate in this directory.")
+        var tpmEKCADir: String?
+
+        @Option(name: .customLong("tpm-ek-hash"), help: "Accept the TPM with this EK (hex SHA-256 of its SubjectPublicKeyInfo); repeatable.")
+        var tpmEKHashes: [String] = []
+
+        @Option(name: .customLong("tpm-pcr-policy"), help: "A JSON file of required PCR values: {\"sha256\": {\"7\": \"HEX\"}}.")
+        var tpmPCRPolicy: String?
 
         @Option(help: "A JSON file with any of these settings (snake_case keys); flags win.")
         var config: String?
@@ -110,6 +120,7 @@ struct ServerCommand: AsyncParsableCommand {
             guard (settings.upstreamCACert == nil) == (settings.upstreamCAKey == nil) else {
                 throw ValidationError("--upstream-ca-cert and --upstream-ca-key go together")
             }
+            settings.tpm = try tpmSettings(file)
             let logger = try LogSetup.make(label: "hallmark.server", level: logLevel)
             let group = ServiceGroup(
                 configuration: .init(
@@ -126,6 +137,36 @@ struct ServerCommand: AsyncParsableCommand {
     }
 }
 
+extension ServerCommand.Run {
+    /// TPM attestation is on when a CA directory or an EK hash is given.
+    func tpmSettings(_ file: ServerConfigFile) throws -> ServerConfig.TPMSettings? {
+        let caDir = tpmEKCADir ?? file.tpm_ek_ca_dir
+        let hashes = tpmEKHashes + (file.tpm_ek_hashes ?? [])
+        for hash in hashes where hash.count != 64 || !hash.allSatisfy(\.isHexDigit) {
+            throw ValidationError("--tpm-ek-hash: '\(hash)' is not 64 hex digits (SHA-256 of the EK's SubjectPublicKeyInfo)")
+        }
+        let policyPath = tpmPCRPolicy ?? file.tpm_pcr_policy
+        guard caDir != nil || !hashes.isEmpty else {
+            if policyPath != nil { throw ValidationError("--tpm-pcr-policy needs --tpm-ek-ca-dir or --tpm-ek-hash") }
+            return nil
+        }
+        let trust: TPMTrust
+        do { trust = try TPMTrust(caDirectory: caDir, allowedEKHashes: Set(hashes)) } catch let error as TPMError {
+            throw ValidationError("--tpm-ek-ca-dir: \(error.message)")
+        } catch {
+            throw ValidationError("--tpm-ek-ca-dir: cannot read \(caDir ?? ""): \(error.localizedDescription)")
+        }
+        var policy = TPMPCRPolicy()
+        if let policyPath {
+            guard let data = FileManager.default.contents(atPath: policyPath) else { throw ValidationError("--tpm-pcr-policy: cannot read \(policyPath)") }
+            do { policy = try TPMPCRPolicy(json: data) } catch let error as TPMError {
+                throw ValidationError("--tpm-pcr-policy: \(error.message)")
+            }
+        }
+        return ServerConfig.TPMSettings(trust: trust, policy: policy)
+    }
+}
+
 /// The server's --config file: the flags' settings, snake_case.
 struct ServerConfigFile: Decodable {
     var data_dir: String?
@@ -138,6 +179,9 @@ struct ServerConfigFile: Decodable {
     var default_x509_svid_ttl: Int?
     var default_jwt_svid_ttl: Int?
     var agent_svid_ttl: Int?
+    var tpm_ek_ca_dir: String?
+    var tpm_ek_hashes: [String]?
+    var tpm_pcr_policy: String?
     var upstream_ca_cert: String?
     var upstream_ca_key: String?
 

@@ -171,7 +171,7 @@ struct StoreConformanceTests {
         let id = try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/join-token/abc")
         var node = AttestedNode(
             spiffeID: id, attestationType: "join-token", serialNumber: "01", expiresAt: Self.now.addingTimeInterval(3600),
-            attestedAt: Self.now, selectors: [try Selector(parsing: "join-token:id:abc")]
+            attestedAt: Self.now, selectors: [try Selector(parsing: "join-token:id:abc")], attestationData: [0, 1, 2, 0xff]
         )
         try await store.saveAttestedNode(node, audit: Self.audit("agent.attest"))
         #expect(try await store.attestedNode(id) == node)

@@ -10,16 +10,20 @@ public final class TestAgent: @unchecked Sendable {
     private var process: Process?
     private var starts = 0
 
-    /// Makes a join token, starts the agent and waits until it serves the Workload API.
-    public init(server: TestServer, name: String = "agent", token: String? = nil) throws {
+    /// Starts the agent and waits until it serves the Workload API: attested with a join token
+    /// (made here unless given), or with `attestation` arguments (such as `--attestor tpm …`).
+    public init(server: TestServer, name: String = "agent", token: String? = nil, attestation: [String]? = nil) throws {
         self.server = server
         dataDir = server.dir.path("\(name)-data")
         try FileManager.default.createDirectory(atPath: server.dir.path("\(name)-socket"), withIntermediateDirectories: true)
         chmod(server.dir.path("\(name)-socket"), 0o755)
         socket = server.dir.path("\(name)-socket/api.sock")
         let bundle = try server.dir.write("\(name)-bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
-        let token = try token ?? Self.token(server)
-        try start(["--trust-bundle", bundle, "--join-token", token])
+        if let attestation {
+            try start(["--trust-bundle", bundle] + attestation)
+        } else {
+            try start(["--trust-bundle", bundle, "--join-token", try token ?? Self.token(server)])
+        }
         // "hallmark agent listening" names the agent: agent=spiffe://… socket=…
         if let range = log.range(of: #"agent=spiffe://[^ ]+"#, options: .regularExpression) {
             spiffeID = String(log[range].dropFirst("agent=".count))

@@ -16,5 +16,8 @@ ensure_packages() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The system packages the build and the tests use.
-HALLMARK_PACKAGES=(openssl libsqlite3-dev sqlite3)
+# The system packages the build uses: SQLite, libcrypto (RSA-OAEP for TPM credentials) and the
+# tpm2-tss libraries the agent's TPM attestor links.
+HALLMARK_PACKAGES=(openssl libsqlite3-dev sqlite3 libssl-dev libtss2-dev)
+# And what the tests add: a software TPM and tpm2-tools, the tests' own hand on it.
+HALLMARK_TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools)

@@ -88,13 +88,41 @@ public enum AgentAPI_AgentAPI: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ReattestChallenge" metadata.
+        public enum ReattestChallenge: Sendable {
+            /// Request type for "ReattestChallenge".
+            public typealias Input = AgentAPI_ReattestChallengeRequest
+            /// Response type for "ReattestChallenge".
+            public typealias Output = AgentAPI_TPMChallenge
+            /// Descriptor for "ReattestChallenge".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.agent.v1.AgentAPI"),
+                method: "ReattestChallenge",
+                type: .unary
+            )
+        }
+        /// Namespace for "Reattest" metadata.
+        public enum Reattest: Sendable {
+            /// Request type for "Reattest".
+            public typealias Input = AgentAPI_ReattestRequest
+            /// Response type for "Reattest".
+            public typealias Output = AgentAPI_ReattestResponse
+            /// Descriptor for "Reattest".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.agent.v1.AgentAPI"),
+                method: "Reattest",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "hallmark.agent.v1.AgentAPI" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             AttestAgent.descriptor,
             RenewAgent.descriptor,
             SyncEntries.descriptor,
             BatchNewX509SVID.descriptor,
-            NewJWTSVID.descriptor
+            NewJWTSVID.descriptor,
+            ReattestChallenge.descriptor,
+            Reattest.descriptor
         ]
     }
 }
@@ -190,6 +218,38 @@ extension AgentAPI_AgentAPI {
             request: GRPCCore.StreamingServerRequest<AgentAPI_NewJWTSVIDRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_NewJWTSVIDResponse>
+
+        /// Handle the "ReattestChallenge" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `AgentAPI_ReattestChallengeRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `AgentAPI_TPMChallenge` messages.
+        func reattestChallenge(
+            request: GRPCCore.StreamingServerRequest<AgentAPI_ReattestChallengeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_TPMChallenge>
+
+        /// Handle the "Reattest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A quote that fails verification or the PCR policy evicts the agent.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `AgentAPI_ReattestRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `AgentAPI_ReattestResponse` messages.
+        func reattest(
+            request: GRPCCore.StreamingServerRequest<AgentAPI_ReattestRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReattestResponse>
     }
 
     /// Service protocol for the "hallmark.agent.v1.AgentAPI" service.
@@ -269,6 +329,38 @@ extension AgentAPI_AgentAPI {
             request: GRPCCore.ServerRequest<AgentAPI_NewJWTSVIDRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<AgentAPI_NewJWTSVIDResponse>
+
+        /// Handle the "ReattestChallenge" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestChallengeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `AgentAPI_TPMChallenge` message.
+        func reattestChallenge(
+            request: GRPCCore.ServerRequest<AgentAPI_ReattestChallengeRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<AgentAPI_TPMChallenge>
+
+        /// Handle the "Reattest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A quote that fails verification or the PCR policy evicts the agent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `AgentAPI_ReattestResponse` message.
+        func reattest(
+            request: GRPCCore.ServerRequest<AgentAPI_ReattestRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReattestResponse>
     }
 
     /// Simple service protocol for the "hallmark.agent.v1.AgentAPI" service.
@@ -348,6 +440,38 @@ extension AgentAPI_AgentAPI {
             request: AgentAPI_NewJWTSVIDRequest,
             context: GRPCCore.ServerContext
         ) async throws -> AgentAPI_NewJWTSVIDResponse
+
+        /// Handle the "ReattestChallenge" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `AgentAPI_ReattestChallengeRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `AgentAPI_TPMChallenge` to respond with.
+        func reattestChallenge(
+            request: AgentAPI_ReattestChallengeRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> AgentAPI_TPMChallenge
+
+        /// Handle the "Reattest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A quote that fails verification or the PCR policy evicts the agent.
+        ///
+        /// - Parameters:
+        ///   - request: A `AgentAPI_ReattestRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `AgentAPI_ReattestResponse` to respond with.
+        func reattest(
+            request: AgentAPI_ReattestRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> AgentAPI_ReattestResponse
     }
 }
 
@@ -410,6 +534,28 @@ extension AgentAPI_AgentAPI.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: AgentAPI_AgentAPI.Method.ReattestChallenge.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReattestChallengeRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_TPMChallenge>(),
+            handler: { request, context in
+                try await self.reattestChallenge(
+                    request: request,
+                    context: context
+                )
+            }
+        )
+        router.registerHandler(
+            forMethod: AgentAPI_AgentAPI.Method.Reattest.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReattestRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReattestResponse>(),
+            handler: { request, context in
+                try await self.reattest(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -454,6 +600,28 @@ extension AgentAPI_AgentAPI.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_NewJWTSVIDResponse> {
         let response = try await self.newJWTSVID(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func reattestChallenge(
+        request: GRPCCore.StreamingServerRequest<AgentAPI_ReattestChallengeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_TPMChallenge> {
+        let response = try await self.reattestChallenge(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func reattest(
+        request: GRPCCore.StreamingServerRequest<AgentAPI_ReattestRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReattestResponse> {
+        let response = try await self.reattest(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -530,6 +698,32 @@ extension AgentAPI_AgentAPI.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<AgentAPI_NewJWTSVIDResponse> {
         return GRPCCore.ServerResponse<AgentAPI_NewJWTSVIDResponse>(
             message: try await self.newJWTSVID(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func reattestChallenge(
+        request: GRPCCore.ServerRequest<AgentAPI_ReattestChallengeRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<AgentAPI_TPMChallenge> {
+        return GRPCCore.ServerResponse<AgentAPI_TPMChallenge>(
+            message: try await self.reattestChallenge(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func reattest(
+        request: GRPCCore.ServerRequest<AgentAPI_ReattestRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReattestResponse> {
+        return GRPCCore.ServerResponse<AgentAPI_ReattestResponse>(
+            message: try await self.reattest(
                 request: request.message,
                 context: context
             ),
@@ -640,6 +834,48 @@ extension AgentAPI_AgentAPI {
             deserializer: some GRPCCore.MessageDeserializer<AgentAPI_NewJWTSVIDResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_NewJWTSVIDResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReattestChallenge" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestChallengeRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReattestChallengeRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_TPMChallenge` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reattestChallenge<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReattestChallengeRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReattestChallengeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_TPMChallenge>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_TPMChallenge>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "Reattest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A quote that fails verification or the PCR policy evicts the agent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReattestRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_ReattestResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reattest<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReattestRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReattestRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_ReattestResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReattestResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -804,6 +1040,70 @@ extension AgentAPI_AgentAPI {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ReattestChallenge" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestChallengeRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReattestChallengeRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_TPMChallenge` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reattestChallenge<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReattestChallengeRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReattestChallengeRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_TPMChallenge>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_TPMChallenge>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: AgentAPI_AgentAPI.Method.ReattestChallenge.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
+
+        /// Call the "Reattest" method.
+        ///
+        /// > Source IDL Documentation:
+        /// >
+        /// > A quote that fails verification or the PCR policy evicts the agent.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReattestRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_ReattestResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reattest<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReattestRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReattestRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_ReattestResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReattestResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: AgentAPI_AgentAPI.Method.Reattest.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -926,6 +1226,60 @@ extension AgentAPI_AgentAPI.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_NewJWTSVIDRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_NewJWTSVIDResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReattestChallenge" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `AgentAPI_ReattestChallengeRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reattestChallenge<Result>(
+        request: GRPCCore.ClientRequest<AgentAPI_ReattestChallengeRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_TPMChallenge>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reattestChallenge(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReattestChallengeRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_TPMChallenge>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Reattest" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A quote that fails verification or the PCR policy evicts the agent.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reattest<Result>(
+        request: GRPCCore.ClientRequest<AgentAPI_ReattestRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReattestResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reattest(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReattestRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReattestResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1071,6 +1425,68 @@ extension AgentAPI_AgentAPI.ClientProtocol {
             metadata: metadata
         )
         return try await self.newJWTSVID(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReattestChallenge" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reattestChallenge<Result>(
+        _ message: AgentAPI_ReattestChallengeRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_TPMChallenge>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<AgentAPI_ReattestChallengeRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reattestChallenge(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "Reattest" method.
+    ///
+    /// > Source IDL Documentation:
+    /// >
+    /// > A quote that fails verification or the PCR policy evicts the agent.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reattest<Result>(
+        _ message: AgentAPI_ReattestRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReattestResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<AgentAPI_ReattestRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reattest(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -1,0 +1,206 @@
+// Node attestation methods: join tokens and TPM 2.0 (EK certificate, credential activation, a
+// quote with the server's nonce, the PCR policy), and TPM re-attestation over the agent's mTLS
+// connection, which evicts the agent when its quote no longer passes.
+
+import Crypto
+import Foundation
+import GRPCCore
+import HallmarkAttestation
+import HallmarkProto
+import HallmarkStore
+import HallmarkTPM
+import SPIFFE
+import SwiftProtobuf
+import X509
+
+/// What an attestation method proved.
+struct AttestedIdentity {
+    let id: SPIFFEID
+    let selectors: [Selector]
+    /// What re-attestation will need (the TPM AK's public area).
+    let data: [UInt8]
+    let detail: String
+}
+
+/// The challenge step of the attestation stream.
+struct AttestationExchange {
+    let send: ([UInt8]) async throws -> Void
+    let receive: () async throws -> [UInt8]
+}
+
+enum TPMAttestation {
+    static let method = "tpm"
+
+    static func agentID(trustDomain: TrustDomain, ekHash: String) throws -> SPIFFEID {
+        try SPIFFEID(trustDomain: trustDomain, segments: ["hallmark", "agent", "tpm", ekHash])
+    }
+
+    static func selection(_ message: [AgentAPI_TPMPCRSelection]) throws -> [TPMHash: [Int]] {
+        var selection: [TPMHash: [Int]] = [:]
+        for bank in message {
+            let hash = try TPMHash(UInt16(truncatingIfNeeded: bank.hash), field: "pcrs.hash")
+            selection[hash] = bank.pcrs.map(Int.init).sorted()
+        }
+        return selection
+    }
+
+    static func message(_ selection: [TPMHash: [Int]]) -> [AgentAPI_TPMPCRSelection] {
+        selection.keys.sorted { $0.rawValue < $1.rawValue }.map { hash in
+            AgentAPI_TPMPCRSelection.with {
+                $0.hash = UInt32(hash.rawValue)
+                $0.pcrs = selection[hash]!.map(UInt32.init)
+            }
+        }
+    }
+
+    static func values(_ message: [AgentAPI_TPMPCRValue]) throws -> [TPMHash: [Int: [UInt8]]] {
+        var values: [TPMHash: [Int: [UInt8]]] = [:]
+        for value in message {
+            let hash = try TPMHash(UInt16(truncatingIfNeeded: value.hash), field: "values.hash")
+            values[hash, default: [:]][Int(value.index)] = Array(value.digest)
+        }
+        return values
+    }
+}
+
+extension AgentService {
+    var acceptedMethods: [String] { [JoinToken.method] + (config.tpm == nil ? [] : [TPMAttestation.method]) }
+
+    /// The challenge proves the agent holds the key it wants certified: the nonce signed with the CSR's key.
+    private func checkPossession(_ signature: [UInt8], nonce: [UInt8], csrKey: Certificate.PublicKey) throws {
+        guard csrKey.isValidSignature(signature, for: nonce, signatureAlgorithm: .ecdsaWithSHA256)
+            || csrKey.isValidSignature(signature, for: nonce, signatureAlgorithm: .ecdsaWithSHA384)
+        else {
+            throw RPCError(code: .permissionDenied, message: "attestation: the challenge was not signed with the CSR's key")
+        }
+    }
+
+    private func refuseBanned(_ id: SPIFFEID) async throws {
+        if let existing = try await store.attestedNode(id), existing.banned {
+            throw RPCError(code: .permissionDenied, message: "attestation: agent \(id) is banned")
+        }
+    }
+
+    func attestJoinToken(_ params: AgentAPI_AttestParams, csrKey: Certificate.PublicKey, _ exchange: AttestationExchange) async throws -> AttestedIdentity {
+        let nonce = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        try await exchange.send(nonce)
+        try checkPossession(try await exchange.receive(), nonce: nonce, csrKey: csrKey)
+        let token = String(decoding: params.payload, as: UTF8.self)
+        // A banned agent is refused before its token is looked at, so that the refusal says why.
+        try await refuseBanned(try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: JoinToken.id(of: token)))
+        let record: JoinTokenRecord
+        do {
+            record = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: now())
+        } catch let error as StoreError {
+            let reason = error.code == .notFound ? "the join token is not known" : error.message.replacingOccurrences(of: "store: ", with: "")
+            throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
+        }
+        let id = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
+        return AttestedIdentity(id: id, selectors: [], data: [], detail: "join token \(record.id)")
+    }
+
+    func attestTPM(_ params: AgentAPI_AttestParams, csrKey: Certificate.PublicKey, _ exchange: AttestationExchange) async throws -> AttestedIdentity {
+        guard let tpm = config.tpm else { throw RPCError(code: .invalidArgument, message: "attestation: TPM attestation is not configured") }
+        do {
+            let evidence = try AgentAPI_TPMEvidence(serializedBytes: params.payload)
+            let endorsement = try await TPMVerifier.endorsement(
+                certificate: Array(evidence.ekCertificate), ekPublic: Array(evidence.ekPublic), trust: tpm.trust, at: now()
+            )
+            let ak = try TPMVerifier.attestationKey(Array(evidence.akPublic))
+            let id = try TPMAttestation.agentID(trustDomain: config.trustDomain, ekHash: endorsement.ekHash)
+            try await refuseBanned(id)
+            // The AK is accepted only once the TPM holding the EK recovers a secret bound to its name.
+            let credential = (0..<32).map { _ in UInt8.random(in: 0...255) }
+            let made = try TPMCredential.make(ek: endorsement.ek, objectName: ak.name, credential: credential)
+            let nonce = await nonces.issue(for: id.description)
+            let selection = tpm.policy.selection
+            let challenge: [UInt8] = try AgentAPI_TPMChallenge.with {
+                $0.nonce = Data(nonce)
+                $0.credentialBlob = Data(made.blob)
+                $0.encryptedSecret = Data(made.secret)
+                $0.pcrs = TPMAttestation.message(selection)
+            }.serializedBytes()
+            try await exchange.send(challenge)
+            let answer = try AgentAPI_TPMChallengeResponse(serializedBytes: try await exchange.receive())
+            guard Array(answer.credential) == credential else {
+                throw TPMError("tpm: credential activation failed: the AK is not on the TPM that holds the EK")
+            }
+            try checkPossession(Array(answer.csrSignature), nonce: nonce, csrKey: csrKey)
+            try await spend(nonce, for: id)
+            let pcrSelectors = try TPMVerifier.verifyQuote(
+                attest: Array(answer.quote.attest), signature: Array(answer.quote.signature),
+                pcrValues: try TPMAttestation.values(answer.quote.values), ak: ak, nonce: nonce, selection: selection, policy: tpm.policy
+            )
+            var selectors = [try Selector(type: "tpm", value: "ek-hash:\(endorsement.ekHash)")]
+            if let vouchedBy = endorsement.vouchedBy { selectors.append(try Selector(type: "tpm", value: "ek-ca:\(vouchedBy)")) }
+            return AttestedIdentity(
+                id: id, selectors: selectors + pcrSelectors, data: Array(evidence.akPublic),
+                detail: "tpm ek \(endorsement.ekHash) " + (endorsement.vouchedBy.map { "vouched by \($0)" } ?? "allow-listed")
+            )
+        } catch let error as TPMError {
+            throw RPCError(code: .permissionDenied, message: "attestation: \(error.message)")
+        } catch let error as SwiftProtobuf.BinaryDecodingError {
+            throw RPCError(code: .invalidArgument, message: "attestation: the TPM evidence is not a valid message: \(error)")
+        }
+    }
+
+    private func spend(_ nonce: [UInt8], for id: SPIFFEID) async throws {
+        do { try await nonces.consume(nonce, for: id.description) } catch let error as NonceError {
+            throw RPCError(code: .permissionDenied, message: "attestation: \(error.description)")
+        }
+    }
+
+    // MARK: Re-attestation
+
+    func reattestChallenge(request: ServerRequest<AgentAPI_ReattestChallengeRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_TPMChallenge> {
+        try await guarded("agent.reattest", context) {
+            let node = try await callingAgent(context)
+            guard let tpm = config.tpm, node.attestationType == TPMAttestation.method else {
+                throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) did not attest with a TPM")
+            }
+            let nonce = await nonces.issue(for: node.spiffeID.description)
+            return ServerResponse(message: AgentAPI_TPMChallenge.with {
+                $0.nonce = Data(nonce)
+                $0.pcrs = TPMAttestation.message(tpm.policy.selection)
+            })
+        }
+    }
+
+    func reattest(request: ServerRequest<AgentAPI_ReattestRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_ReattestResponse> {
+        try await guarded("agent.reattest", context) {
+            var node = try await callingAgent(context)
+            guard let tpm = config.tpm, node.attestationType == TPMAttestation.method else {
+                throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) did not attest with a TPM")
+            }
+            let nonce = Array(request.message.nonce)
+            try await spend(nonce, for: node.spiffeID)
+            let pcrSelectors: [Selector]
+            do {
+                let ak = try TPMVerifier.attestationKey(node.attestationData)
+                pcrSelectors = try TPMVerifier.verifyQuote(
+                    attest: Array(request.message.quote.attest), signature: Array(request.message.quote.signature),
+                    pcrValues: try TPMAttestation.values(request.message.quote.values), ak: ak, nonce: nonce, selection: tpm.policy.selection,
+                    policy: tpm.policy
+                )
+            } catch let error as TPMError {
+                // The node no longer is what it proved: it loses its identity at once.
+                _ = try await store.deleteAttestedNode(
+                    node.spiffeID,
+                    audit: AuditEvent(time: now(), callerUID: -1, action: "agent.evict", target: node.spiffeID.description, result: "re-attestation failed", detail: error.message)
+                )
+                events.notify()
+                logger.error("re-attestation failed; agent evicted", metadata: ["agent": "\(node.spiffeID)", "reason": "\(error.message)"])
+                throw RPCError(code: .permissionDenied, message: "reattest: \(error.message); the agent is evicted")
+            }
+            let selectors = node.selectors.filter { !$0.value.hasPrefix("pcr:") } + pcrSelectors
+            if Set(selectors) != Set(node.selectors) {
+                node.selectors = selectors.sorted()
+                try await store.saveAttestedNode(node, audit: AuditEvent(time: now(), callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: "PCR selectors changed"))
+                events.notify()
+            }
+            return ServerResponse(message: AgentAPI_ReattestResponse.with {
+                $0.selectors = selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
+            })
+        }
+    }
+}
