@@ -83,6 +83,19 @@ let package = Package(
             name: "CHallmarkTPM",
             linkerSettings: [.linkedLibrary("tss2-esys"), .linkedLibrary("tss2-tctildr"), .linkedLibrary("tss2-mu"), .linkedLibrary("tss2-rc")]
         ),
+        // GPU attestation: SPDM evidence from NVIDIA Hopper GPUs and their signed RIMs (libxmlsec1).
+        .systemLibrary(name: "CXMLSec", pkgConfig: "xmlsec1-openssl", providers: [.apt(["libxmlsec1-dev"])]),
+        // The defines xmlsec1-openssl.pc gives (`pkg-config --cflags xmlsec1-openssl`): they select
+        // the OpenSSL backend and xmlSecSize's width, so they must match the library's build.
+        .target(
+            name: "CHallmarkRIM", dependencies: ["CXMLSec"],
+            cSettings: [
+                .define("XMLSEC_CRYPTO_OPENSSL", to: "1"), .define("XMLSEC_NO_SIZE_T"), .define("XMLSEC_OPENSSL3_ENGINES", to: "1"),
+                .define("XMLSEC_NO_GOST", to: "1"), .define("XMLSEC_NO_GOST2012", to: "1"), .define("XMLSEC_NO_CRYPTO_DYNAMIC_LOADING", to: "1"),
+                .define("__XMLSEC_FUNCTION__", to: "__func__"),
+            ]
+        ),
+        .target(name: "HallmarkGPU", dependencies: ["HallmarkAttestation", "CHallmarkRIM", "SPIFFE"] + crypto, swiftSettings: strict),
         .target(name: "HallmarkTPM", dependencies: ["HallmarkAttestation", "CHallmarkCrypto", "CHallmarkTPM", "SPIFFE"] + crypto, swiftSettings: strict),
         // The store protocol and its SQLite implementation with numbered SQL migrations.
         .target(
@@ -117,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "hallmark",
             dependencies: [
-                "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation", "HallmarkTPM",
+                "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation", "HallmarkTPM", "HallmarkGPU",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + crypto + grpc + transport,
@@ -141,6 +154,7 @@ let package = Package(
             dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkTPMTests", dependencies: ["HallmarkTPM", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(

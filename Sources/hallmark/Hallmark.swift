@@ -11,6 +11,7 @@ struct Hallmark: AsyncParsableCommand {
         subcommands: [
             ServerCommand.self, TokenCommand.self, EntryCommand.self, AgentCommand.self, BundleCommand.self,
             AuthorityCommand.self, X509Command.self, JWTCommand.self, AuditCommand.self, SVIDCommand.self, Healthcheck.self,
+            AttestCommand.self,
         ]
     )
 }
