@@ -4,6 +4,7 @@
 
 public import Foundation
 import Crypto
+import HallmarkAttestation
 import SwiftASN1
 public import X509
 
@@ -198,7 +199,7 @@ public struct GPUVerifier: Sendable {
         return holder.subject.compactMap { rdn in rdn.first { $0.type == serialNumber } }.first.map { "\($0.value)" } ?? ""
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
 
 /// NVIDIA's device certificates carry critical TCG DICE extensions that the verifier reads itself.

@@ -3,6 +3,7 @@
 
 import CHallmarkRIM
 import Foundation
+import HallmarkAttestation
 #if canImport(FoundationXML)
 import FoundationXML
 #endif
@@ -53,7 +54,7 @@ struct RIMManifest {
             let count = Int(attribute("alternatives") ?? "1") ?? 1
             var alternatives: [[UInt8]] = []
             for alternative in 0..<count {
-                guard let hex = attribute("Hash\(alternative)"), let digest = Self.hex(hex) else {
+                guard let hex = attribute("Hash\(alternative)"), let digest = Hex.decode(hex) else {
                     throw GPUEvidenceError("rim: Resource \(index) lacks Hash\(alternative)")
                 }
                 alternatives.append(digest)
@@ -61,12 +62,5 @@ struct RIMManifest {
             measurements.append(Measurement(index: index, active: attribute("active")?.lowercased() == "true", alternatives: alternatives))
         }
         self.measurements = measurements
-    }
-
-    static func hex(_ text: String) -> [UInt8]? {
-        let chars = Array(text.utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        return stride(from: 0, to: chars.count, by: 2).compactMap { UInt8(String(decoding: chars[$0..<$0 + 2], as: UTF8.self), radix: 16) }
-            .count == chars.count / 2 ? stride(from: 0, to: chars.count, by: 2).map { UInt8(String(decoding: chars[$0..<$0 + 2], as: UTF8.self), radix: 16)! } : nil
     }
 }

@@ -3,6 +3,7 @@
 // the response must end exactly after its signature.
 
 public import Foundation
+import HallmarkAttestation
 
 /// Evidence that could not be read, naming the field.
 public struct GPUEvidenceError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -121,15 +122,8 @@ public struct SPDMReport: Hashable, Sendable {
 
     /// Decodes the hex text NVIDIA's tools write.
     public init(hex text: String) throws {
-        let digits = Array(text.filter { !$0.isWhitespace }.utf8)
-        guard digits.count % 2 == 0 else { throw GPUEvidenceError("gpu: the report's hex text has an odd number of digits") }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(digits.count / 2)
-        for index in stride(from: 0, to: digits.count, by: 2) {
-            guard let byte = UInt8(String(decoding: digits[index..<index + 2], as: UTF8.self), radix: 16) else {
-                throw GPUEvidenceError("gpu: the report's hex text has a non-hex character near offset \(index)")
-            }
-            bytes.append(byte)
+        guard let bytes = Hex.decode(text.filter { !$0.isWhitespace }) else {
+            throw GPUEvidenceError("gpu: the report's hex text has an odd number of digits or a non-hex character")
         }
         try self.init(bytes: bytes)
     }

@@ -57,7 +57,7 @@ public struct TPMPCRPolicy: Hashable, Sendable {
             guard let values = values as? [String: Any] else { throw TPMError("tpm policy: \(bank) must map PCR numbers to hex digests") }
             for (index, value) in values {
                 guard let pcr = Int(index), (0..<24).contains(pcr) else { throw TPMError("tpm policy: \(bank).\(index): PCR must be 0 to 23") }
-                guard let hex = value as? String, let digest = Self.hex(hex), digest.count == hash.digestSize else {
+                guard let hex = value as? String, let digest = Hex.decode(hex), digest.count == hash.digestSize else {
                     throw TPMError("tpm policy: \(bank).\(index): expected \(hash.digestSize * 2) hex digits")
                 }
                 expected[hash, default: [:]][pcr] = digest
@@ -72,17 +72,6 @@ public struct TPMPCRPolicy: Hashable, Sendable {
         for (bank, values) in expected { selection[bank, default: []].formUnion(values.keys) }
         return selection.mapValues { $0.sorted() }
     }
-
-    static func hex(_ text: String) -> [UInt8]? {
-        let chars = Array(text.lowercased().utf8)
-        guard chars.count % 2 == 0 else { return nil }
-        var bytes: [UInt8] = []
-        for index in stride(from: 0, to: chars.count, by: 2) {
-            guard let byte = UInt8(String(decoding: chars[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-            bytes.append(byte)
-        }
-        return bytes
-    }
 }
 
 /// A verified endorsement: the EK, its hash, and the CA that vouched for it (nil when allow-listed).
@@ -96,7 +85,7 @@ public enum TPMVerifier {
     /// The endorsement hierarchy's handle, the first part of a primary key's qualified name.
     static let endorsementHierarchy: UInt32 = 0x4000_000B
 
-    static func hex(_ bytes: some Sequence<UInt8>) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
+    static func hex(_ bytes: some Sequence<UInt8>) -> String { Hex.encode(bytes) }
 
     /// Checks the EK certificate (chain to a trusted CA, or the key on the allow-list) and that it
     /// certifies the EK public area the agent sent.

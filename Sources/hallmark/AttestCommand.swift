@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import HallmarkAttestation
 import HallmarkGPU
 import SPIFFE
 import X509
@@ -38,7 +39,7 @@ struct AttestCommand: AsyncParsableCommand {
 
         func run() async throws {
             let time = try at.map { try Date(rfc3339: $0, flag: "--at") } ?? Date()
-            guard let expected = Self.hex(nonce), expected.count == 32 else { throw ValidationError("--nonce: expected 64 hex digits (32 bytes)") }
+            guard let expected = Hex.decode(nonce), expected.count == 32 else { throw ValidationError("--nonce: expected 64 hex digits (32 bytes)") }
             let evidence = try Self.read(report, "--report")
             let parsed: SPDMReport
             do {
@@ -80,17 +81,6 @@ struct AttestCommand: AsyncParsableCommand {
             do { return try X509SVID.certificates(pem: String(decoding: try read(path, flag), as: UTF8.self)) } catch let error as SPIFFEError {
                 throw CLIOutput.fail("attest gpu: \(flag): \(error.message)")
             }
-        }
-
-        static func hex(_ text: String) -> [UInt8]? {
-            let chars = Array(text.utf8)
-            guard chars.count % 2 == 0 else { return nil }
-            var bytes: [UInt8] = []
-            for index in stride(from: 0, to: chars.count, by: 2) {
-                guard let byte = UInt8(String(decoding: chars[index..<index + 2], as: UTF8.self), radix: 16) else { return nil }
-                bytes.append(byte)
-            }
-            return bytes
         }
     }
 }
