@@ -110,7 +110,7 @@ let package = Package(
             name: "HallmarkServer",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkStore", "HallmarkCA",
-                "HallmarkSupport", "HallmarkTPM",
+                "HallmarkSupport", "HallmarkTPM", "HallmarkGPU",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,
@@ -121,7 +121,7 @@ let package = Package(
             name: "HallmarkAgent",
             dependencies: [
                 "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkPeerCredentials", "HallmarkAttestation",
-                "HallmarkSupport", "HallmarkTPM",
+                "HallmarkSupport", "HallmarkTPM", "HallmarkGPU",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ] + crypto + grpc + transport + tls,
@@ -142,6 +142,8 @@ let package = Package(
             path: "Tests/HallmarkTestSupport",
             swiftSettings: strict
         ),
+        // Test tooling: simulated GPU evidence in NVIDIA's format, for machines without a GPU.
+        .executableTarget(name: "hallmark-gpu-simulator", dependencies: ["HallmarkTestSupport"], path: "Tests/GPUSimulator", swiftSettings: strict),
         .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),
         .testTarget(name: "SPIFFEWorkloadAPITests", dependencies: ["SPIFFEWorkloadAPI"], swiftSettings: strict),
         .testTarget(
@@ -159,7 +161,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark"] + crypto + grpc + transport,
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator"] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]

@@ -1,6 +1,7 @@
 // The agent's configuration: plain values, filled in by the executable.
 
 public import Foundation
+public import HallmarkGPU
 public import HallmarkTPM
 public import SPIFFE
 
@@ -17,6 +18,8 @@ public struct AgentConfig: Sendable {
     public var joinToken: String?
     /// TPM attestation instead of a join token: the TPM's TCTI, which EK, and how often to quote again.
     public var tpm: TPM?
+    /// The gpu attestor beside the host attestor: where GPU evidence comes from (nil: no GPUs attested).
+    public var gpu: GPUEvidenceSource?
     /// The trust domain, when known up front (from the bundle file it is learned at attestation).
     public var trustDomain: TrustDomain?
 

@@ -23,6 +23,10 @@ public struct HallmarkAgent: Service {
         let cache = AgentCache()
         let link = ServerLink(config: config, cache: cache, logger: logger)
 
+        if let gpu = config.gpu {
+            // Said plainly at start: an agent asked to attest GPUs that cannot reach any refuses to run.
+            try gpu.check()
+        }
         let identity: X509SVID
         if let saved = AgentIdentity.load(config, now: Date()), let bundle = AgentIdentity.loadBundle(config) {
             identity = saved

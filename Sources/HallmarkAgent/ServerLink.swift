@@ -6,6 +6,7 @@ import Crypto
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
+import HallmarkGPU
 import HallmarkProto
 import HallmarkTPM
 import Logging
@@ -64,8 +65,8 @@ final class ServerLink: Sendable {
     private struct Method: Sendable {
         let name: String
         let payload: Data
-        /// The answer to a challenge, given the CSR's key.
-        let answer: @Sendable ([UInt8], Certificate.PrivateKey) throws -> [UInt8]
+        /// The answer to a challenge, given the CSR's key, and the challenge's nonce.
+        let answer: @Sendable ([UInt8], Certificate.PrivateKey) throws -> (answer: [UInt8], nonce: [UInt8])
     }
 
     private func method() throws -> Method {
@@ -85,17 +86,18 @@ final class ServerLink: Sendable {
             return Method(name: "tpm", payload: try withAK.serializedData()) { bytes, key in
                 let challenge = try AgentAPI_TPMChallenge(serializedBytes: bytes)
                 let credential = try device.activateCredential(tpm.endorsementKey, blob: Array(challenge.credentialBlob), secret: Array(challenge.encryptedSecret))
-                return try AgentAPI_TPMChallengeResponse.with {
+                let answer: [UInt8] = try AgentAPI_TPMChallengeResponse.with {
                     $0.credential = Data(credential)
                     $0.quote = try Self.quote(device, challenge)
                     $0.csrSignature = Data(try key.signChallenge(Array(challenge.nonce)))
                 }.serializedBytes()
+                return (answer, Array(challenge.nonce))
             }
         }
         guard let token = config.joinToken, !token.isEmpty else {
             throw AgentError("agent: no usable SVID in \(config.dataDir) and no --join-token to attest with")
         }
-        return Method(name: "join-token", payload: Data(token.utf8)) { nonce, key in try key.signChallenge(nonce) }
+        return Method(name: "join-token", payload: Data(token.utf8)) { nonce, key in (try key.signChallenge(nonce), nonce) }
     }
 
     /// Quotes what a TPM challenge asks for, with its nonce.
@@ -123,6 +125,7 @@ final class ServerLink: Sendable {
     /// Attests (join token or TPM) and returns the agent's SVID and the bundle.
     func attest() async throws -> (svid: X509SVID, bundle: SPIFFEBundle) {
         let method = try method()
+        let gpu = config.gpu
         let request = try SVIDRequest()
         let (key, csr) = (request.privateKey, request.csr)
         let bootstrap = try AgentIdentity.bootstrapCertificate(key, now: Date())
@@ -155,8 +158,18 @@ final class ServerLink: Sendable {
                         }
                     })
                     for await challenge in challenges {
-                        let answer = try method.answer(challenge, key)
-                        try await writer.write(AgentAPI_AttestRequest.with { $0.challengeResponse = Data(answer) })
+                        let (answer, nonce) = try method.answer(challenge, key)
+                        // The gpu attestor answers the same challenge: each GPU's evidence carries its nonce.
+                        let gpus = try gpu.map { try $0.evidence(nonce: nonce) } ?? []
+                        try await writer.write(AgentAPI_AttestRequest.with {
+                            $0.challengeResponse = Data(answer)
+                            $0.gpus = gpus.map { evidence in
+                                AgentAPI_GPUEvidence.with {
+                                    $0.report = Data(evidence.report)
+                                    $0.chainPem = evidence.chainPEM
+                                }
+                            }
+                        })
                         break
                     }
                 },

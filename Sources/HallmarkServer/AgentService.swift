@@ -43,12 +43,14 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 do { csrKey = try X509CA.checkedCSRKey(Array(params.csr)) } catch let error as CAError {
                     throw RPCError(code: .invalidArgument, message: "attestation: \(error.message)")
                 }
+                let gpus = GPUEvidenceBox()
                 let exchange = AttestationExchange(
                     send: { bytes in try await writer.write(AgentAPI_AttestResponse.with { $0.challenge = Data(bytes) }) },
                     receive: {
                         guard let next = try await messages.next(), case .challengeResponse(let answer)? = next.step else {
                             throw RPCError(code: .invalidArgument, message: "attestation: expected the answer to the challenge")
                         }
+                        gpus.evidence = next.gpus
                         return Array(answer)
                     }
                 )
@@ -62,14 +64,16 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                         message: "attestation: unknown method '\(params.method)'; this server accepts: \(acceptedMethods.joined(separator: ", "))"
                     )
                 }
+                let gpu = try await attestGPUs(gpus.evidence, nonce: attested.nonce)
                 let time = now()
                 let chain = try await sign(csr: Array(params.csr), id: attested.id, ttl: config.agentSVIDTTL, at: time)
                 let node = AttestedNode(
                     spiffeID: attested.id, attestationType: params.method, serialNumber: Self.serial(chain[0]),
-                    expiresAt: chain[0].notValidAfter, attestedAt: time, selectors: attested.selectors, attestationData: attested.data
+                    expiresAt: chain[0].notValidAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
                 )
+                let detail = gpu.detail.isEmpty ? attested.detail : "\(attested.detail); \(gpu.detail)"
                 try await store.saveAttestedNode(
-                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: attested.detail)
+                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: detail)
                 )
                 events.notify()
                 logger.info("agent attested", metadata: ["agent": "\(attested.id)", "method": "\(params.method)", "peer": "\(context.remotePeer)"])
@@ -79,7 +83,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                         $0.spiffeID = attested.id.description
                         $0.svidChain = chain.map { Data($0.derBytes) }
                         $0.bundleJwks = Data((try? bundle.json()) ?? [])
-                        $0.selectors = attested.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
+                        $0.selectors = node.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
                     }
                 })
                 return [:]

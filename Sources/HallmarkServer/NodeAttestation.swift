@@ -6,6 +6,7 @@ import Crypto
 import Foundation
 import GRPCCore
 import HallmarkAttestation
+import HallmarkGPU
 import HallmarkProto
 import HallmarkStore
 import HallmarkTPM
@@ -16,6 +17,8 @@ import X509
 /// What an attestation method proved.
 struct AttestedIdentity {
     let id: SPIFFEID
+    /// The challenge's nonce, which GPU evidence must carry too.
+    let nonce: [UInt8]
     let selectors: [Selector]
     /// What re-attestation will need (the TPM AK's public area).
     let data: [UInt8]
@@ -26,6 +29,11 @@ struct AttestedIdentity {
 struct AttestationExchange {
     let send: ([UInt8]) async throws -> Void
     let receive: () async throws -> [UInt8]
+}
+
+/// GPU evidence the agent sent with its answer, until the host attestor is done.
+final class GPUEvidenceBox: @unchecked Sendable {
+    var evidence: [AgentAPI_GPUEvidence] = []
 }
 
 enum TPMAttestation {
@@ -96,7 +104,7 @@ extension AgentService {
             throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
         }
         let id = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
-        return AttestedIdentity(id: id, selectors: [], data: [], detail: "join token \(record.id)")
+        return AttestedIdentity(id: id, nonce: nonce, selectors: [], data: [], detail: "join token \(record.id)")
     }
 
     func attestTPM(_ params: AgentAPI_AttestParams, csrKey: Certificate.PublicKey, _ exchange: AttestationExchange) async throws -> AttestedIdentity {
@@ -134,7 +142,7 @@ extension AgentService {
             var selectors = [try Selector(type: "tpm", value: "ek-hash:\(endorsement.ekHash)")]
             if let vouchedBy = endorsement.vouchedBy { selectors.append(try Selector(type: "tpm", value: "ek-ca:\(vouchedBy)")) }
             return AttestedIdentity(
-                id: id, selectors: selectors + pcrSelectors, data: Array(evidence.akPublic),
+                id: id, nonce: nonce, selectors: selectors + pcrSelectors, data: Array(evidence.akPublic),
                 detail: "tpm ek \(endorsement.ekHash) " + (endorsement.vouchedBy.map { "vouched by \($0)" } ?? "allow-listed")
             )
         } catch let error as TPMError {
@@ -142,6 +150,49 @@ extension AgentService {
         } catch let error as SwiftProtobuf.BinaryDecodingError {
             throw RPCError(code: .invalidArgument, message: "attestation: the TPM evidence is not a valid message: \(error)")
         }
+    }
+
+    /// Verifies each GPU's evidence against the challenge's nonce; returns the `gpu:` selectors.
+    func attestGPUs(_ evidence: [AgentAPI_GPUEvidence], nonce: [UInt8]) async throws -> (selectors: [Selector], detail: String) {
+        guard !evidence.isEmpty else { return ([], "") }
+        guard let gpu = config.gpu else {
+            throw RPCError(code: .invalidArgument, message: "attestation: the agent sent GPU evidence but GPU attestation is not configured (--gpu-root)")
+        }
+        var selectors: [Selector] = []
+        var details: [String] = []
+        for (index, item) in evidence.enumerated() {
+            let report: SPDMReport
+            let chain: [Certificate]
+            do {
+                report = try SPDMReport(bytes: Array(item.report))
+                chain = try X509SVID.certificates(pem: item.chainPem)
+            } catch {
+                throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): \(error)")
+            }
+            let result = await gpu.verifier.verify(
+                report: report, chain: chain, nonce: nonce, rims: gpu.rims.map { ($0.name, $0.xml) }, at: now()
+            )
+            // The evidence itself must hold; the RIMs decide only gpu:rim:verified.
+            for name in ["nonce", "signature", "certificate-chain", "fwid"] {
+                if let check = result.check(name), check.outcome == .failed {
+                    throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): \(name): \(check.detail)")
+                }
+            }
+            guard let claims = result.claims else {
+                throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): the evidence carries no driver or VBIOS version")
+            }
+            selectors += [
+                try Selector(type: "gpu", value: "model:\(claims.model)"), try Selector(type: "gpu", value: "driver:\(claims.driverVersion)"),
+                try Selector(type: "gpu", value: "vbios:\(claims.vbiosVersion)"), try Selector(type: "gpu", value: "ueid:\(claims.ueid)"),
+            ]
+            if result.rimVerified { selectors.append(try Selector(type: "gpu", value: "rim:verified")) }
+            let rimFailures = result.checks.filter { $0.name.hasPrefix("rim") && $0.outcome != .passed }.map { "\($0.name): \($0.detail)" }
+            details.append("gpu \(claims.ueid) \(claims.model) rim \(result.rimVerified ? "verified" : "not verified" + (rimFailures.isEmpty ? "" : " (\(rimFailures.joined(separator: "; ")))"))")
+            if !result.rimVerified {
+                logger.notice("GPU RIM checks did not pass; gpu:rim:verified withheld", metadata: ["ueid": "\(claims.ueid)", "checks": "\(rimFailures)"])
+            }
+        }
+        return (Array(Set(selectors)).sorted(), details.joined(separator: "; "))
     }
 
     private func spend(_ nonce: [UInt8], for id: SPIFFEID) async throws {

@@ -2,6 +2,7 @@
 
 public import Foundation
 public import HallmarkCA
+public import HallmarkGPU
 public import HallmarkTPM
 public import SPIFFE
 
@@ -34,6 +35,29 @@ public struct ServerConfig: Sendable {
 
     /// TPM node attestation: whom to trust for EKs and which PCR values to require. Nil: refused.
     public var tpm: TPMSettings?
+    /// GPU attestation beside the host attestor: the pinned roots and the RIMs. Nil: refused.
+    public var gpu: GPUSettings?
+
+    public struct GPUSettings: Sendable {
+        public var verifier: GPUVerifier
+        /// Reference integrity manifests (name, XML) to compare measurements with.
+        public var rims: [RIM]
+
+        public struct RIM: Sendable {
+            public var name: String
+            public var xml: [UInt8]
+            public init(name: String, xml: [UInt8]) {
+                self.name = name
+                self.xml = xml
+            }
+        }
+
+        public init(verifier: GPUVerifier, rims: [RIM] = []) {
+            self.verifier = verifier
+            self.rims = rims
+        }
+    }
+
     /// How long an attestation nonce may be answered.
     public var nonceTTL: TimeInterval = 60
 

@@ -3,6 +3,7 @@
 import ArgumentParser
 import Foundation
 import HallmarkAgent
+import HallmarkGPU
 import HallmarkTPM
 import Logging
 import SPIFFE
@@ -40,6 +41,12 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("tpm-ek"), help: "Which endorsement key: rsa (default) or ecc.")
     var tpmEK: String = "rsa"
 
+    @Flag(name: .customLong("gpu"), help: "Also attest the node's NVIDIA GPUs (through NVML, libnvidia-ml.so.1).")
+    var gpu = false
+
+    @Option(name: .customLong("gpu-evidence-command"), help: "Get GPU evidence from this command instead of NVML (\"PATH ARG…\"; it is given --nonce HEX).")
+    var gpuEvidenceCommand: String?
+
     @Option(name: .customLong("tpm-reattest-interval"), help: "Seconds between TPM re-attestations (default 300).")
     var tpmReattestInterval: Int = 300
 
@@ -70,6 +77,11 @@ struct AgentRunCommand: AsyncParsableCommand {
         config.trustBundlePath = trustBundle
         config.insecureBootstrap = insecureBootstrap
         config.joinToken = joinToken
+        if let command = gpuEvidenceCommand {
+            config.gpu = .command(command.split(separator: " ").map(String.init))
+        } else if gpu {
+            config.gpu = .nvml
+        }
         if attestor == "tpm" {
             config.tpm = AgentConfig.TPM(
                 tcti: tpmTCTI ?? "device:\(tpmDevice ?? "/dev/tpmrm0")", endorsementKey: TPMDevice.EndorsementKey(rawValue: tpmEK)!,

@@ -3,11 +3,13 @@
 import ArgumentParser
 import Foundation
 import HallmarkCA
+import HallmarkGPU
 import HallmarkServer
 import HallmarkTPM
 import Logging
 import SPIFFE
 import ServiceLifecycle
+import X509
 
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -65,6 +67,15 @@ struct ServerCommand: AsyncParsableCommand {
         @Option(name: .customLong("tpm-pcr-policy"), help: "A JSON file of required PCR values: {\"sha256\": {\"7\": \"HEX\"}}.")
         var tpmPCRPolicy: String?
 
+        @Option(name: .customLong("gpu-root"), help: "Attest NVIDIA GPUs beside the host attestor: the pinned device identity root (PEM).")
+        var gpuRoot: String?
+
+        @Option(name: .customLong("gpu-rim-root"), help: "The pinned root of NVIDIA RIM signing certificates (PEM).")
+        var gpuRIMRoot: String?
+
+        @Option(name: .customLong("gpu-rim"), help: "A reference integrity manifest (SWID tag) to compare GPU measurements with; repeatable.")
+        var gpuRIMs: [String] = []
+
         @Option(help: "A JSON file with any of these settings (snake_case keys); flags win.")
         var config: String?
 
@@ -121,6 +132,7 @@ struct ServerCommand: AsyncParsableCommand {
                 throw ValidationError("--upstream-ca-cert and --upstream-ca-key go together")
             }
             settings.tpm = try tpmSettings(file)
+            settings.gpu = try gpuSettings()
             let logger = try LogSetup.make(label: "hallmark.server", level: logLevel)
             let group = ServiceGroup(
                 configuration: .init(
@@ -138,6 +150,27 @@ struct ServerCommand: AsyncParsableCommand {
 }
 
 extension ServerCommand.Run {
+    /// GPU attestation is on when a device root is given; RIMs need their root.
+    func gpuSettings() throws -> ServerConfig.GPUSettings? {
+        guard let gpuRoot else {
+            if gpuRIMRoot != nil || !gpuRIMs.isEmpty { throw ValidationError("--gpu-rim-root and --gpu-rim need --gpu-root") }
+            return nil
+        }
+        guard gpuRIMs.isEmpty || gpuRIMRoot != nil else { throw ValidationError("--gpu-rim needs --gpu-rim-root") }
+        func read(_ path: String, _ flag: String) throws -> [UInt8] {
+            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("\(flag): cannot read \(path)") }
+            return Array(data)
+        }
+        let roots: [Certificate]
+        do { roots = try X509SVID.certificates(pem: String(decoding: try read(gpuRoot, "--gpu-root"), as: UTF8.self)) } catch let error as SPIFFEError {
+            throw ValidationError("--gpu-root: \(error.message)")
+        }
+        guard let root = roots.first else { throw ValidationError("--gpu-root: \(gpuRoot) holds no certificate") }
+        let rimRoot = try gpuRIMRoot.map { String(decoding: try read($0, "--gpu-rim-root"), as: UTF8.self) }
+        let rims = try gpuRIMs.map { ServerConfig.GPUSettings.RIM(name: ($0 as NSString).lastPathComponent, xml: try read($0, "--gpu-rim")) }
+        return ServerConfig.GPUSettings(verifier: GPUVerifier(deviceRoot: root, rimRootPEM: rimRoot), rims: rims)
+    }
+
     /// TPM attestation is on when a CA directory or an EK hash is given.
     func tpmSettings(_ file: ServerConfigFile) throws -> ServerConfig.TPMSettings? {
         let caDir = tpmEKCADir ?? file.tpm_ek_ca_dir

@@ -33,7 +33,7 @@ struct CAManagerTests {
         }
 
         func manager() async throws -> CAManager {
-            let ca = CAManager(config: config, store: store, logger: Logger(label: "test"), clock: clock.function)
+            let ca = CAManager(config: config, store: store, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), clock: clock.function)
             try await ca.start()
             return ca
         }

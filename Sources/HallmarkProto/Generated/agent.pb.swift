@@ -68,6 +68,10 @@ public nonisolated struct AgentAPI_AttestRequest: Sendable {
     set {step = .challengeResponse(newValue)}
   }
 
+  /// With the challenge response: evidence from each GPU of the node, made with the challenge's
+  /// nonce (the gpu attestor, beside the host attestor).
+  public var gpus: [AgentAPI_GPUEvidence] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Step: Equatable, Sendable {
@@ -75,6 +79,22 @@ public nonisolated struct AgentAPI_AttestRequest: Sendable {
     case challengeResponse(Data)
 
   }
+
+  public init() {}
+}
+
+/// One GPU's attestation evidence: NVIDIA's SPDM GET_MEASUREMENTS request and signed response, and
+/// the GPU's certificate chain (PEM, leaf first).
+public nonisolated struct AgentAPI_GPUEvidence: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var report: Data = Data()
+
+  public var chainPem: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 }
@@ -530,7 +550,7 @@ nonisolated extension AgentAPI_Selector: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension AgentAPI_AttestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AttestRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}params\0\u{3}challenge_response\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}params\0\u{3}challenge_response\0\u{1}gpus\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -559,6 +579,7 @@ nonisolated extension AgentAPI_AttestRequest: SwiftProtobuf.Message, SwiftProtob
           self.step = .challengeResponse(v)
         }
       }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.gpus) }()
       default: break
       }
     }
@@ -580,11 +601,50 @@ nonisolated extension AgentAPI_AttestRequest: SwiftProtobuf.Message, SwiftProtob
     }()
     case nil: break
     }
+    if !self.gpus.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gpus, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: AgentAPI_AttestRequest, rhs: AgentAPI_AttestRequest) -> Bool {
     if lhs.step != rhs.step {return false}
+    if lhs.gpus != rhs.gpus {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension AgentAPI_GPUEvidence: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".GPUEvidence"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}report\0\u{3}chain_pem\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularBytesField(value: &self.report) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.chainPem) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.report.isEmpty {
+      try visitor.visitSingularBytesField(value: self.report, fieldNumber: 1)
+    }
+    if !self.chainPem.isEmpty {
+      try visitor.visitSingularStringField(value: self.chainPem, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: AgentAPI_GPUEvidence, rhs: AgentAPI_GPUEvidence) -> Bool {
+    if lhs.report != rhs.report {return false}
+    if lhs.chainPem != rhs.chainPem {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -1,0 +1,80 @@
+// GPU attestation end to end, without a GPU: a simulator makes evidence in NVIDIA's format with the
+// server's fresh nonce, signed under a test root the server pins, and RIMs signed under a test RIM
+// root. An entry that requires gpu:rim:verified issues only when the measurements match.
+
+import Foundation
+import HallmarkTestSupport
+import Testing
+
+@Suite("GPU end to end", .serialized)
+struct GPUEndToEndTests {
+    static var simulator: String { (Run.hallmarkBinary as NSString).deletingLastPathComponent + "/hallmark-gpu-simulator" }
+
+    private func selectors(_ server: TestServer, _ agent: TestAgent) throws -> [String] {
+        let shown = try JSONSerialization.jsonObject(with: Data(try server.hallmark(["agent", "show", "--spiffe-id", agent.spiffeID, "--output", "json"]).stdout.utf8))
+        return (shown as? [String: Any])?["selectors"] as? [String] ?? []
+    }
+
+    @Test("GPU facts become selectors; gpu:rim:verified, and the identity that needs it, only when measurements match")
+    func simulatedGPU() throws {
+        let dir = try TemporaryDirectory("gpu-sim")
+        let good = GPUSimulator.State(dir: dir.path("good"))
+        try GPUSimulator.create(in: good.dir)
+        let bad = GPUSimulator.State(dir: dir.path("tampered"))
+        try FileManager.default.copyItem(atPath: good.dir, toPath: bad.dir)
+        FileManager.default.createFile(atPath: bad.tamperedFlag, contents: nil)
+
+        let server = try TestServer(arguments: [
+            "--gpu-root", good.deviceRoot, "--gpu-rim-root", good.rimRoot, "--gpu-rim", good.driverRIM, "--gpu-rim", good.vbiosRIM,
+        ])
+        let agent = try TestAgent(
+            server: server, name: "good", attestation: ["--join-token", try TestAgent.token(server), "--gpu-evidence-command", "\(Self.simulator) --state \(good.dir)"]
+        )
+        let facts = try selectors(server, agent)
+        for expected in ["gpu:model:GH100", "gpu:driver:545.00", "gpu:vbios:96.00.5E.00.01", "gpu:ueid:SIM0000000001", "gpu:rim:verified"] {
+            #expect(facts.contains(expected), "\(expected) in \(facts)")
+        }
+
+        // The identity a model server gets only on a verified GPU.
+        let alias = try server.hallmark([
+            "entry", "create", "--spiffe-id", "spiffe://example.org/node/verified-gpu", "--parent-id", "spiffe://example.org/hallmark/server",
+            "--selector", "gpu:rim:verified", "--selector", "gpu:model:GH100",
+        ])
+        #expect(alias.status == 0, "\(alias.stderr)")
+        #expect(try server.hallmark([
+            "entry", "create", "--spiffe-id", "spiffe://example.org/model/serving", "--parent-id", "spiffe://example.org/node/verified-gpu",
+            "--selector", "unix:uid:0",
+        ]).status == 0)
+        _ = try agent.waitForSVID("spiffe://example.org/model/serving")
+
+        let tampered = try TestAgent(
+            server: server, name: "tampered", attestation: ["--join-token", try TestAgent.token(server), "--gpu-evidence-command", "\(Self.simulator) --state \(bad.dir)"]
+        )
+        let tamperedFacts = try selectors(server, tampered)
+        #expect(tamperedFacts.contains("gpu:model:GH100") && !tamperedFacts.contains("gpu:rim:verified"), "\(tamperedFacts)")
+        try tampered.register("/control", selectors: ["unix:uid:0"])
+        let fetched = try tampered.waitForSVID("spiffe://example.org/control")
+        #expect(!fetched.stdout.contains("spiffe://example.org/model/serving"), "no verified-GPU identity on a GPU whose measurements differ")
+        let audit = try server.hallmark(["audit", "show", "--output", "json"]).stdout
+        #expect(audit.contains("rim not verified") && audit.contains("measurements differ from the RIMs"), "the audit log says why")
+    }
+
+    @Test("without an NVIDIA driver the agent refuses --gpu plainly; a server without --gpu-root refuses GPU evidence")
+    func refusals() throws {
+        let server = try TestServer()
+        let bundle = try server.dir.write("gpu-bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
+        let noDriver = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("nvml"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("nvml.sock"), "--join-token", try TestAgent.token(server), "--gpu",
+        ])
+        #expect(noDriver.status != 0 && noDriver.stderr.contains("no NVIDIA driver on this node"), "\(noDriver.stderr)")
+        let state = GPUSimulator.State(dir: server.dir.path("sim"))
+        try GPUSimulator.create(in: state.dir)
+        let unconfigured = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("sim-agent"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("sim.sock"), "--join-token", try TestAgent.token(server),
+            "--gpu-evidence-command", "\(Self.simulator) --state \(state.dir)",
+        ])
+        #expect(unconfigured.status != 0 && unconfigured.stderr.contains("GPU attestation is not configured"), "\(unconfigured.stderr)")
+    }
+}
