@@ -66,7 +66,7 @@ let package = Package(
         // TLS by the SPIFFE rules: peer verification against bundles, the local SVID rotated in place.
         .target(
             name: "SPIFFETLS",
-            dependencies: ["SPIFFE", .product(name: "NIOCore", package: "swift-nio")] + tls + crypto,
+            dependencies: ["SPIFFE", "SPIFFEWorkloadAPI", .product(name: "NIOCore", package: "swift-nio")] + tls + crypto + transport,
             swiftSettings: strict
         ),
         // Wire types of the admin and agent APIs, shared by the server, the agent and the CLI.
@@ -145,6 +145,11 @@ let package = Package(
         // Test tooling: simulated GPU evidence in NVIDIA's format, for machines without a GPU.
         .executableTarget(name: "hallmark-gpu-simulator", dependencies: ["HallmarkTestSupport"], path: "Tests/GPUSimulator", swiftSettings: strict),
         .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "SPIFFETLSTests",
+            dependencies: ["SPIFFE", "SPIFFETLS", "HallmarkTestSupport", .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOTLS", package: "swift-nio")] + tls + crypto,
+            swiftSettings: strict
+        ),
         .testTarget(name: "SPIFFEWorkloadAPITests", dependencies: ["SPIFFEWorkloadAPI"], swiftSettings: strict),
         .testTarget(
             name: "HallmarkStoreTests",

@@ -125,3 +125,12 @@ extension Date {
         formatted(Date.ISO8601FormatStyle(includingFractionalSeconds: false, timeZone: .gmt))
     }
 }
+
+extension SPIFFEID {
+    /// The SPIFFE ID of an X509-SVID leaf: its single URI SAN.
+    ///
+    /// - Throws: ``SPIFFEError`` with a URI SAN code when the certificate carries no single SPIFFE ID.
+    public init(x509SVIDLeaf certificate: Certificate) throws {
+        self = try X509SVIDRules.leafID(certificate)
+    }
+}

@@ -2,6 +2,7 @@
 // an X509-SVID valid against the bundle of its own trust domain, and the authorizer must allow
 // its SPIFFE ID.
 
+public import Foundation
 public import NIOCore
 public import NIOSSL
 public import SPIFFE
@@ -16,15 +17,16 @@ public enum SPIFFEPeerVerification {
     ///   - bundles: the bundles to verify against, read at each handshake (so rotation is seen).
     ///   - authorizer: which SPIFFE IDs may connect.
     ///   - onRefusal: told why a peer was refused, for the log.
+    ///   - now: the verification time (injected in tests).
     public static func callback(
         bundles: @escaping @Sendable () -> any X509BundleSource, authorizer: Authorizer,
-        onRefusal: @escaping @Sendable (String) -> Void = { _ in }
+        onRefusal: @escaping @Sendable (String) -> Void = { _ in }, now: @escaping @Sendable () -> Date = { Date() }
     ) -> Callback {
         { certificates, promise in
             promise.completeWithTask {
                 do {
                     let chain = try certificates.map { try Certificate(derEncoded: try $0.toDERBytes()) }
-                    let verified = try await X509SVIDVerifier(bundles: bundles()).verify(chain)
+                    let verified = try await X509SVIDVerifier(bundles: bundles()).verify(chain, at: now())
                     try authorizer.authorize(verified.id)
                     return .certificateVerified(VerificationMetadata(ValidatedCertificateChain(certificates)))
                 } catch let error as SPIFFEError {

@@ -4,6 +4,7 @@
 public import NIOCertificateReloading
 public import NIOSSL
 public import SPIFFE
+public import SPIFFEWorkloadAPI
 import Synchronization
 
 public final class SVIDCertificateReloader: CertificateReloader, Sendable {
@@ -14,6 +15,7 @@ public final class SVIDCertificateReloader: CertificateReloader, Sendable {
     }
 
     private let state: Mutex<Loaded>
+    private let following = Mutex<Task<Void, Never>?>(nil)
 
     /// - Throws: when the SVID's certificates or key cannot be handed to BoringSSL.
     public init(_ svid: X509SVID) throws {
@@ -25,6 +27,19 @@ public final class SVIDCertificateReloader: CertificateReloader, Sendable {
         let loaded = try Self.load(svid)
         state.withLock { $0 = loaded }
     }
+
+    /// Follows a source: each new default SVID is presented from the next handshake on.
+    public func follow(_ source: X509Source) {
+        let task = Task { [weak self] in
+            for await context in source.updates() {
+                guard let self, let svid = context.defaultSVID else { continue }
+                if svid.leaf != self.current.leaf { try? self.update(svid) }
+            }
+        }
+        following.withLock { $0?.cancel(); $0 = task }
+    }
+
+    deinit { following.withLock { $0?.cancel() } }
 
     /// The SVID presented now.
     public var current: X509SVID { state.withLock { $0.svid } }
