@@ -40,6 +40,7 @@ let package = Package(
         .library(name: "SPIFFEWorkloadAPI", targets: ["SPIFFEWorkloadAPI"]),
         .library(name: "SPIFFETLS", targets: ["SPIFFETLS"]),
         .executable(name: "hallmark", targets: ["hallmark"]),
+        .executable(name: "mtls-echo", targets: ["mtls-echo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", from: "4.0.0"),
@@ -142,6 +143,16 @@ let package = Package(
             path: "Tests/HallmarkTestSupport",
             swiftSettings: strict
         ),
+        // An example service and client to copy: SPIFFE mTLS from the Workload API, authorised by ID.
+        .executableTarget(
+            name: "mtls-echo",
+            dependencies: [
+                "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ],
+            swiftSettings: strict
+        ),
         // Test tooling: simulated GPU evidence in NVIDIA's format, for machines without a GPU.
         .executableTarget(name: "hallmark-gpu-simulator", dependencies: ["HallmarkTestSupport"], path: "Tests/GPUSimulator", swiftSettings: strict),
         .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),
@@ -166,7 +177,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator"] + crypto + grpc + transport,
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo"] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]
