@@ -65,7 +65,11 @@ public struct GPUVerifier: Sendable {
     ///   - chain: the device's certificates, leaf first; a last certificate equal to or named like
     ///     the root is dropped, and the pinned root used instead.
     ///   - rims: the RIMs' XML, each with a name for the checks.
-    public func verify(report: SPDMReport, chain: [Certificate], nonce: [UInt8], rims: [(name: String, xml: [UInt8])] = [], at time: Date) async -> GPUVerification {
+    ///   - ocsp: DER OCSP responses for the chain's certificates, fetched elsewhere; without them
+    ///     revocation is reported as not checked.
+    public func verify(
+        report: SPDMReport, chain: [Certificate], nonce: [UInt8], rims: [(name: String, xml: [UInt8])] = [], ocsp: [[UInt8]] = [], at time: Date
+    ) async -> GPUVerification {
         var checks: [GPUCheck] = []
         checks.append(report.requestNonce == nonce
             ? .passed("nonce", "the request carries the expected nonce")
@@ -110,7 +114,9 @@ public struct GPUVerifier: Sendable {
         } else {
             checks.append(.notChecked("fwid", "the report carries no FWID field"))
         }
-        checks.append(.notChecked("revocation", "revocation needs NVIDIA's OCSP service; no OCSP response was given, so it was not checked"))
+        checks.append(ocsp.isEmpty
+            ? .notChecked("revocation", "revocation needs NVIDIA's OCSP service; no OCSP response was given, so it was not checked")
+            : Self.revocation([leaf] + intermediates, root: deviceRoot, responses: ocsp, at: time))
 
         guard signatureOK, let driver = report.driverVersion, let vbios = report.vbiosVersion else {
             if signatureOK { checks.append(.failed("claims", "the report lacks the driver or VBIOS version field")) }
@@ -181,6 +187,24 @@ public struct GPUVerifier: Sendable {
             ? .passed("rim.measurements", "\(golden.count) active golden measurements match the report")
             : .failed("rim.measurements", "measurements differ from the RIMs: " + mismatches.joined(separator: "; ")))
         return checks
+    }
+
+    /// Every certificate below the pinned root must be reported good by a signed, current response.
+    static func revocation(_ certificates: [Certificate], root: Certificate, responses: [[UInt8]], at time: Date) -> GPUCheck {
+        let parsed: [OCSPStatus.Response]
+        do { parsed = try responses.map(OCSPStatus.parse) } catch {
+            return .failed("revocation", "an OCSP response could not be read: \(error)")
+        }
+        for (index, certificate) in certificates.enumerated() {
+            let issuer = index + 1 < certificates.count ? certificates[index + 1] : root
+            switch OCSPStatus.status(of: certificate, issuer: issuer, in: parsed, at: time) {
+            case .success(.good): continue
+            case .success(.revoked): return .failed("revocation", "\(certificate.subject) is revoked")
+            case .success(.unknown): return .failed("revocation", "the responder does not know \(certificate.subject)")
+            case .failure(let error): return .failed("revocation", error.message)
+            }
+        }
+        return .passed("revocation", "\(certificates.count) certificates reported good by the given OCSP responses")
     }
 
     // MARK: Claims

@@ -123,17 +123,51 @@ public struct WorkloadAPIClient: Sendable {
 
     /// The JWT bundles (the stream's first message).
     public func fetchJWTBundles() async throws -> JWTBundleSet {
+        try await watchJWTBundles { _ in false }
+    }
+
+    /// Calls `handler` with every JWT bundle set the agent sends until it returns false; returns the last one.
+    @discardableResult
+    public func watchJWTBundles(_ handler: @Sendable @escaping (JWTBundleSet) async throws -> Bool) async throws -> JWTBundleSet {
         try await withClient { client in
             try await client.fetchJWTBundles(WorkloadAPI_JWTBundlesRequest(), metadata: Self.metadata) { response in
+                var last: JWTBundleSet?
                 for try await message in response.messages {
                     var set = JWTBundleSet()
                     for (name, json) in message.bundles {
                         let domain = try TrustDomain(name)
                         set.set(try SPIFFEBundle(trustDomain: domain, json: json).jwtBundle)
                     }
-                    return set
+                    last = set
+                    if try await !handler(set) { break }
                 }
-                throw WorkloadAPIClientError("workloadapi: the stream ended before any JWT bundle")
+                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any JWT bundle") }
+                return last
+            }
+        }
+    }
+
+    /// The X.509 bundles of every trust domain the workload trusts (the stream's first message).
+    public func fetchX509Bundles() async throws -> X509BundleSet {
+        try await watchX509Bundles { _ in false }
+    }
+
+    /// Calls `handler` with every X.509 bundle set the agent sends until it returns false; returns the last one.
+    @discardableResult
+    public func watchX509Bundles(_ handler: @Sendable @escaping (X509BundleSet) async throws -> Bool) async throws -> X509BundleSet {
+        try await withClient { client in
+            try await client.fetchX509Bundles(WorkloadAPI_X509BundlesRequest(), metadata: Self.metadata) { response in
+                var last: X509BundleSet?
+                for try await message in response.messages {
+                    var set = X509BundleSet()
+                    for (name, der) in message.bundles {
+                        set.set(try X509Bundle(trustDomain: try TrustDomain(name), der: Array(der)))
+                    }
+                    last = set
+                    if try await !handler(set) { break }
+                }
+                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any X.509 bundle") }
+                return last
             }
         }
     }

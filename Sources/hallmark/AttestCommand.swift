@@ -14,7 +14,7 @@ struct AttestCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             commandName: "gpu",
             abstract: "Verify an NVIDIA Hopper GPU's SPDM evidence, its certificate chain and, given RIMs, its golden measurements.",
-            discussion: "Exits 0 only when every check that was asked for passed. Revocation needs NVIDIA's OCSP service and is reported as not checked."
+            discussion: "Exits 0 only when every check that was asked for passed. Revocation needs NVIDIA's OCSP service: give its responses with --ocsp, or it is reported as not checked."
         )
 
         @Option(help: "The SPDM GET_MEASUREMENTS request and response, as hex text (or raw bytes).")
@@ -29,6 +29,8 @@ struct AttestCommand: AsyncParsableCommand {
         var rim: [String] = []
         @Option(name: .customLong("rim-root"), help: "The pinned root of RIM signing certificates (PEM).")
         var rimRoot: String?
+        @Option(help: "A DER OCSP response for the chain's certificates, fetched elsewhere; repeatable (without: revocation is not checked).")
+        var ocsp: [String] = []
         @Option(help: "The verification time, RFC 3339 (default: now).")
         var at: String?
         @Option var output: OutputFormat = .text
@@ -56,7 +58,7 @@ struct AttestCommand: AsyncParsableCommand {
             let rimRootPEM = try rimRoot.map { String(decoding: try Self.read($0, "--rim-root"), as: UTF8.self) }
             let rims = try rim.map { path in (name: (path as NSString).lastPathComponent, xml: try Self.read(path, "--rim")) }
             let result = await GPUVerifier(deviceRoot: pinned, rimRootPEM: rimRootPEM).verify(
-                report: parsed, chain: chainCertificates, nonce: expected, rims: rims, at: time
+                report: parsed, chain: chainCertificates, nonce: expected, rims: rims, ocsp: try ocsp.map { try Self.read($0, "--ocsp") }, at: time
             )
             if output == .json {
                 print(try CLIOutput.json(result))

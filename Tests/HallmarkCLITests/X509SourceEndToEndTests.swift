@@ -53,5 +53,18 @@ struct X509SourceEndToEndTests {
             }
         }
         #expect(after?.defaultSVID?.id.description == "spiffe://example.org/svc")
+
+        // The bundle streams: X.509 and JWT, each the trust domain's current bundle.
+        let client = try WorkloadAPIClient(endpoint: "unix://\(agent.socket)")
+        let x509 = try await client.fetchX509Bundles()
+        #expect(try x509.x509Bundle(for: TrustDomain("example.org")).authorities == after?.bundles.all.first?.authorities)
+        let jwt = try await client.fetchJWTBundles()
+        #expect(try jwt.jwtBundle(for: TrustDomain("example.org")).authorities.isEmpty == false)
+        // A prepared key reaches an open bundle stream: two X.509 authorities in a later message.
+        #expect(try server.hallmark(["authority", "x509", "prepare"]).status == 0)
+        let grown = try await client.watchX509Bundles { set in
+            (try? set.x509Bundle(for: TrustDomain("example.org")).authorities.count) != 2
+        }
+        #expect(try grown.x509Bundle(for: TrustDomain("example.org")).authorities.count == 2)
     }
 }

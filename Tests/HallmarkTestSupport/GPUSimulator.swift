@@ -76,6 +76,26 @@ public enum GPUSimulator {
         return (signed + Array(signature), try String(contentsOfFile: state.chain, encoding: .utf8))
     }
 
+    /// OCSP responses (DER) for the simulated chain's two certificates, made with `openssl ocsp`,
+    /// each signed by the certificate's issuer; `revokeLeaf` marks the leaf revoked.
+    public static func ocspResponses(_ state: State, revokeLeaf: Bool = false) throws -> [[UInt8]] {
+        try [("device", "device-id", revokeLeaf), ("device-id", "device-root", false)].map { name, issuer, revoked in
+            let dir = state.dir
+            let serial = try Run.process("/usr/bin/openssl", ["x509", "-in", "\(dir)/\(name).pem", "-noout", "-serial"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "serial=", with: "")
+            let subject = try Run.process("/usr/bin/openssl", ["x509", "-in", "\(dir)/\(name).pem", "-noout", "-subject", "-nameopt", "compat"]).stdout
+                .trimmingCharacters(in: .whitespacesAndNewlines).replacingOccurrences(of: "subject=", with: "")
+            let line = revoked ? "R\t301231235959Z\t260101000000Z\t\(serial)\tunknown\t\(subject)\n" : "V\t301231235959Z\t\t\(serial)\tunknown\t\(subject)\n"
+            try line.write(toFile: "\(dir)/\(name).index", atomically: true, encoding: .utf8)
+            try run("/usr/bin/openssl", ["ocsp", "-issuer", "\(dir)/\(issuer).pem", "-cert", "\(dir)/\(name).pem", "-no_nonce", "-reqout", "\(dir)/\(name).ocsp-req"])
+            try run("/usr/bin/openssl", [
+                "ocsp", "-index", "\(dir)/\(name).index", "-rsigner", "\(dir)/\(issuer).pem", "-rkey", "\(dir)/\(issuer).key",
+                "-CA", "\(dir)/\(issuer).pem", "-reqin", "\(dir)/\(name).ocsp-req", "-respout", "\(dir)/\(name).ocsp", "-ndays", "1",
+            ])
+            return Array(try Data(contentsOf: URL(fileURLWithPath: "\(dir)/\(name).ocsp")))
+        }
+    }
+
     static func le16(_ value: UInt16) -> [UInt8] { [UInt8(value & 0xff), UInt8(value >> 8)] }
     static func le32(_ value: UInt32) -> [UInt8] { (0..<4).map { UInt8((value >> ($0 * 8)) & 0xff) } }
 
