@@ -101,8 +101,18 @@ def test_after_entry_delete_the_next_message_lacks_the_svid(stack):
     assert not watch.errors
 
 
+def has_svid(stack, spiffe_id):
+    try:
+        with WorkloadApiClient(socket_path=stack.endpoint) as client:
+            return spiffe_id in {str(s.spiffe_id) for s in client.fetch_x509_context().x509_svids}
+    except Exception:
+        return False
+
+
 def test_after_evict_the_stream_ends_with_permission_denied(stack):
     stack.register("/svc", "unix:uid:0")
+    # Without retries a stream opened before the SVID exists would end at once: wait for it first.
+    wait_until(lambda: has_svid(stack, "spiffe://example.org/svc"))
     watch = Watch(stack.endpoint, retry=False)
     try:
         wait_until(lambda: any(ids(c) == {"spiffe://example.org/svc"} for c in watch.since(0)))
