@@ -153,6 +153,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The benchmarks (scripts/bench builds them in release mode).
+        .executableTarget(name: "hallmark-bench", dependencies: ["SPIFFE", "HallmarkCA"] + crypto, swiftSettings: strict),
         // Test tooling: simulated GPU evidence in NVIDIA's format, for machines without a GPU.
         .executableTarget(name: "hallmark-gpu-simulator", dependencies: ["HallmarkTestSupport"], path: "Tests/GPUSimulator", swiftSettings: strict),
         .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),
@@ -177,7 +179,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo"] + crypto + grpc + transport,
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo", "hallmark-bench"] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]
