@@ -72,18 +72,12 @@ final class ServerLink: Sendable {
     private func method() throws -> Method {
         if let tpm = config.tpm {
             let device = try TPMDevice(tcti: tpm.tcti)
-            let evidence = AgentAPI_TPMEvidence.with {
-                $0.ekCertificate = Data((try? device.ekCertificate(tpm.endorsementKey)) ?? [])
-                $0.ekPublic = Data((try? device.ekPublic(tpm.endorsementKey)) ?? [])
+            let evidence = try AgentAPI_TPMEvidence.with {
+                $0.ekCertificate = Data(try device.ekCertificate(tpm.endorsementKey))
+                $0.ekPublic = Data(try device.ekPublic(tpm.endorsementKey))
+                $0.akPublic = Data(try device.attestationKeyPublic())
             }
-            guard !evidence.ekCertificate.isEmpty, !evidence.ekPublic.isEmpty else {
-                _ = try device.ekCertificate(tpm.endorsementKey)
-                _ = try device.ekPublic(tpm.endorsementKey)
-                throw AgentError("agent: the TPM has no \(tpm.endorsementKey.rawValue) EK and certificate")
-            }
-            var withAK = evidence
-            withAK.akPublic = Data(try device.attestationKeyPublic())
-            return Method(name: "tpm", payload: try withAK.serializedData()) { bytes, key in
+            return Method(name: "tpm", payload: try evidence.serializedData()) { bytes, key in
                 let challenge = try AgentAPI_TPMChallenge(serializedBytes: bytes)
                 let credential = try device.activateCredential(tpm.endorsementKey, blob: Array(challenge.credentialBlob), secret: Array(challenge.encryptedSecret))
                 let answer: [UInt8] = try AgentAPI_TPMChallengeResponse.with {

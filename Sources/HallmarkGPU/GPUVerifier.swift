@@ -73,7 +73,7 @@ public struct GPUVerifier: Sendable {
         var checks: [GPUCheck] = []
         checks.append(report.requestNonce == nonce
             ? .passed("nonce", "the request carries the expected nonce")
-            : .failed("nonce", "the request's nonce \(Self.hex(report.requestNonce)) is not the expected \(Self.hex(nonce))"))
+            : .failed("nonce", "the request's nonce \(Hex.encode(report.requestNonce)) is not the expected \(Hex.encode(nonce))"))
 
         guard let leaf = chain.first else {
             checks.append(.failed("certificate-chain", "the chain is empty"))
@@ -181,7 +181,7 @@ public struct GPUVerifier: Sendable {
                 mismatches.append("index \(index): the report has no block \(index + 1)")
                 continue
             }
-            if !entry.alternatives.contains(measured) { mismatches.append("index \(index) (\(entry.rim)): measured \(Self.hex(measured))") }
+            if !entry.alternatives.contains(measured) { mismatches.append("index \(index) (\(entry.rim)): measured \(Hex.encode(measured))") }
         }
         checks.append(mismatches.isEmpty
             ? .passed("rim.measurements", "\(golden.count) active golden measurements match the report")
@@ -223,7 +223,6 @@ public struct GPUVerifier: Sendable {
         return holder.subject.compactMap { rdn in rdn.first { $0.type == serialNumber } }.first.map { "\($0.value)" } ?? ""
     }
 
-    static func hex(_ bytes: [UInt8]) -> String { Hex.encode(bytes) }
 }
 
 /// NVIDIA's device certificates carry critical TCG DICE extensions that the verifier reads itself.

@@ -85,7 +85,6 @@ public enum TPMVerifier {
     /// The endorsement hierarchy's handle, the first part of a primary key's qualified name.
     static let endorsementHierarchy: UInt32 = 0x4000_000B
 
-    static func hex(_ bytes: some Sequence<UInt8>) -> String { Hex.encode(bytes) }
 
     /// Checks the EK certificate (chain to a trusted CA, or the key on the allow-list) and that it
     /// certifies the EK public area the agent sent.
@@ -96,7 +95,7 @@ public enum TPMVerifier {
         guard try certifiedKey(of: ek) == certificate.publicKey else {
             throw TPMError("tpm: the EK certificate certifies another key than the EK the agent presented")
         }
-        let ekHash = hex(SHA256.hash(data: certificate.publicKey.subjectPublicKeyInfoBytes))
+        let ekHash = Hex.encode(SHA256.hash(data: certificate.publicKey.subjectPublicKeyInfoBytes))
         if trust.allowedEKHashes.contains(ekHash) {
             return TPMEndorsement(ek: ek, ekHash: ekHash, vouchedBy: nil)
         }
@@ -200,13 +199,13 @@ public enum TPMVerifier {
         }
         for (bank, values) in policy.expected.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             for (pcr, digest) in values.sorted(by: { $0.key < $1.key }) where pcrValues[bank]?[pcr] != digest {
-                throw TPMError("tpm: PCR \(bank):\(pcr) is \(hex(pcrValues[bank]?[pcr] ?? [])), the policy requires \(hex(digest))")
+                throw TPMError("tpm: PCR \(bank):\(pcr) is \(Hex.encode(pcrValues[bank]?[pcr] ?? [])), the policy requires \(Hex.encode(digest))")
             }
         }
         var selectors: [Selector] = []
         for part in quote.selections {
             for pcr in part.pcrs {
-                selectors.append(try Selector(type: "tpm", value: "pcr:\(part.hash):\(pcr):\(hex(pcrValues[part.hash]![pcr]!))"))
+                selectors.append(try Selector(type: "tpm", value: "pcr:\(part.hash):\(pcr):\(Hex.encode(pcrValues[part.hash]![pcr]!))"))
             }
         }
         return selectors

@@ -15,7 +15,6 @@ public struct SPIFFETLSContext: Sendable {
     public let reloader: SVIDCertificateReloader
     private let context: NIOSSLContext
     private let verify: SPIFFEPeerVerification.Callback
-    private let verifyPeer: Bool
 
     /// - Parameters:
     ///   - reloader: the local SVID, updated in place on rotation.
@@ -35,15 +34,11 @@ public struct SPIFFETLSContext: Sendable {
         self.reloader = reloader
         self.context = try NIOSSLContext(configuration: configuration)
         self.verify = SPIFFEPeerVerification.callback(bundles: bundles, authorizer: authorizer, onRefusal: onRefusal, now: now)
-        self.verifyPeer = true
     }
 
     /// From a started ``X509Source``: its default SVID (followed on rotation) and its bundles.
     public init(source: X509Source, authorizer: Authorizer, server: Bool, onRefusal: @escaping @Sendable (String) -> Void = { _ in }) throws {
-        guard let svid = source.svid else { throw SPIFFEError(.emptyChain, "spiffetls: the X509Source has no SVID yet; wait for its first update") }
-        let reloader = try SVIDCertificateReloader(svid)
-        reloader.follow(source)
-        try self.init(reloader: reloader, bundles: { source }, authorizer: authorizer, server: server, onRefusal: onRefusal)
+        try self.init(reloader: try Self.reloader(following: source), bundles: { source }, authorizer: authorizer, server: server, onRefusal: onRefusal)
     }
 
     public func serverHandler() -> NIOSSLServerHandler {
@@ -63,14 +58,19 @@ public struct SPIFFETLSContext: Sendable {
         return try SPIFFEID(x509SVIDLeaf: try Certificate(derEncoded: try leaf.toDERBytes()))
     }
 
+    /// A reloader presenting the source's default SVID now and after every rotation.
+    private static func reloader(following source: X509Source) throws -> SVIDCertificateReloader {
+        guard let svid = source.svid else { throw SPIFFEError(.emptyChain, "spiffetls: the X509Source has no SVID yet; wait for its first update") }
+        let reloader = try SVIDCertificateReloader(svid)
+        reloader.follow(source)
+        return reloader
+    }
+
     // MARK: grpc-swift-2
 
     /// Transport security for a gRPC server: mTLS with the source's SVID and SPIFFE peer checks.
     public static func grpcServer(source: X509Source, authorizer: Authorizer) throws -> HTTP2ServerTransport.Posix.TransportSecurity {
-        guard let svid = source.svid else { throw SPIFFEError(.emptyChain, "spiffetls: the X509Source has no SVID yet") }
-        let reloader = try SVIDCertificateReloader(svid)
-        reloader.follow(source)
-        return try .mTLS(certificateReloader: reloader) { tls in
+        try .mTLS(certificateReloader: try reloader(following: source)) { tls in
             tls.clientCertificateVerification = .noHostnameVerification
             tls.customVerificationCallback = SPIFFEPeerVerification.callback(bundles: { source }, authorizer: authorizer)
         }
@@ -78,10 +78,7 @@ public struct SPIFFETLSContext: Sendable {
 
     /// Transport security for a gRPC client: mTLS with the source's SVID and SPIFFE checks of the server.
     public static func grpcClient(source: X509Source, authorizer: Authorizer) throws -> HTTP2ClientTransport.Posix.TransportSecurity {
-        guard let svid = source.svid else { throw SPIFFEError(.emptyChain, "spiffetls: the X509Source has no SVID yet") }
-        let reloader = try SVIDCertificateReloader(svid)
-        reloader.follow(source)
-        return try .mTLS(certificateReloader: reloader) { tls in
+        try .mTLS(certificateReloader: try reloader(following: source)) { tls in
             tls.serverCertificateVerification = .noHostnameVerification
             tls.customVerificationCallback = SPIFFEPeerVerification.callback(bundles: { source }, authorizer: authorizer)
         }
