@@ -1,7 +1,7 @@
 // An X.509 signing authority: a CA certificate and its key, self-signed or under an upstream CA.
 
 public import X509
-public import Crypto
+import Crypto
 public import Foundation
 import SwiftASN1
 public import SPIFFE
@@ -21,6 +21,8 @@ public struct X509CA: Sendable {
     public let anchor: Certificate
     /// Whether an upstream CA signed this one.
     public var isUpstreamSigned: Bool { anchor != certificate }
+    /// The fixed parts of the leaves this CA signs.
+    let template: LeafTemplate
 
     public init(certificate: Certificate, privateKey: Certificate.PrivateKey, anchor: Certificate? = nil) throws {
         guard privateKey.publicKey == certificate.publicKey else {
@@ -30,15 +32,12 @@ public struct X509CA: Sendable {
         self.privateKey = privateKey
         self.anchor = anchor ?? certificate
         self.authorityID = Self.authorityID(for: certificate.publicKey)
+        self.template = try LeafTemplate(certificate: certificate, privateKey: privateKey)
     }
 
     /// The certificates an SVID carries after its leaf: the CA itself when upstream-signed.
     public var intermediates: [Certificate] { isUpstreamSigned ? [certificate] : [] }
 
-    /// The signature algorithm this CA signs with.
-    var signatureAlgorithm: Certificate.SignatureAlgorithm {
-        P384.Signing.PublicKey(privateKey.publicKey) != nil ? .ecdsaWithSHA384 : .ecdsaWithSHA256
-    }
 
     /// A new self-signed root for a trust domain.
     public static func selfSigned(trustDomain: TrustDomain, keyType: KeyType = .p256, ttl: TimeInterval, now: Date) throws -> X509CA {
@@ -93,12 +92,7 @@ public struct X509CA: Sendable {
         }
     }
 
-    /// 128 random bits, positive, non-zero.
-    static func randomSerial() -> Certificate.SerialNumber {
-        var bytes = (0..<16).map { _ in UInt8.random(in: 0...255) }
-        bytes[0] = (bytes[0] & 0x7f) | 0x01
-        return Certificate.SerialNumber(bytes: bytes)
-    }
+    static func randomSerial() -> Certificate.SerialNumber { Certificate.SerialNumber(bytes: randomSerialBytes()) }
 
     static func caExtensions(trustDomain: TrustDomain, publicKey: Certificate.PublicKey, issuerKey: Certificate.PublicKey) throws
         -> Certificate.Extensions

@@ -66,10 +66,10 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 }
                 let gpu = try await attestGPUs(gpus.evidence, nonce: attested.nonce)
                 let time = now()
-                let chain = try await sign(csr: Array(params.csr), id: attested.id, ttl: config.agentSVIDTTL, at: time)
+                let svid = try await sign(csr: Array(params.csr), id: attested.id, ttl: config.agentSVIDTTL, at: time)
                 let node = AttestedNode(
-                    spiffeID: attested.id, attestationType: params.method, serialNumber: Self.serial(chain[0]),
-                    expiresAt: chain[0].notValidAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
+                    spiffeID: attested.id, attestationType: params.method, serialNumber: Hex.encode(svid.serial),
+                    expiresAt: svid.notAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
                 )
                 let detail = gpu.detail.isEmpty ? attested.detail : "\(attested.detail); \(gpu.detail)"
                 try await store.saveAttestedNode(
@@ -81,7 +81,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 try await writer.write(AgentAPI_AttestResponse.with {
                     $0.result = AgentAPI_AttestResult.with {
                         $0.spiffeID = attested.id.description
-                        $0.svidChain = chain.map { Data($0.derBytes) }
+                        $0.svidChain = svid.chain.map { Data($0) }
                         $0.bundleJwks = Data((try? bundle.json()) ?? [])
                         $0.selectors = node.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
                     }
@@ -135,11 +135,11 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         try await guarded("agent.renew", context) {
             var node = try await callingAgent(context)
             let time = now()
-            let chain = try await sign(csr: Array(request.message.csr), id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
-            node.serialNumber = Self.serial(chain[0])
-            node.expiresAt = chain[0].notValidAfter
+            let svid = try await sign(csr: Array(request.message.csr), id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
+            node.serialNumber = Hex.encode(svid.serial)
+            node.expiresAt = svid.notAfter
             try await store.saveAttestedNode(node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
-            return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = chain.map { Data($0.derBytes) } })
+            return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = svid.chain.map { Data($0) } })
         }
     }
 
@@ -182,6 +182,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 uniqueKeysWithValues: try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain).map { ($0.id, $0) }
             )
             let time = now()
+            let signer = try await ca.activeX509()
             var audit: [AuditEvent] = []
             var results: [AgentAPI_X509SVIDResult] = []
             for param in params {
@@ -197,10 +198,10 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 }
                 do {
                     let ttl = entry.x509SVIDTTL == 0 ? config.defaultX509SVIDTTL : TimeInterval(entry.x509SVIDTTL)
-                    let chain = try await sign(csr: Array(param.csr), id: entry.spiffeID, dnsNames: entry.dnsNames, ttl: ttl, at: time)
-                    result.chain = chain.map { Data($0.derBytes) }
-                    result.expiresAt = Int64(chain[0].notValidAfter.timeIntervalSince1970)
-                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Self.serial(chain[0])) to \(node.spiffeID)"))
+                    let svid = try signer.issueX509SVID(X509SVIDParams(csr: Array(param.csr), spiffeID: entry.spiffeID, dnsNames: entry.dnsNames, ttl: ttl, now: time))
+                    result.chain = svid.chain.map { Data($0) }
+                    result.expiresAt = Int64(svid.notAfter.timeIntervalSince1970)
+                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Hex.encode(svid.serial)) to \(node.spiffeID)"))
                 } catch let error as CAError {
                     result.statusCode = Int32(RPCError.Code.invalidArgument.rawValue)
                     result.statusMessage = error.message
@@ -240,17 +241,15 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
 
     // MARK: Helpers
 
-    func sign(csr: [UInt8], id: SPIFFEID, dnsNames: [String] = [], ttl: TimeInterval, at time: Date) async throws -> [Certificate] {
+    func sign(csr: [UInt8], id: SPIFFEID, ttl: TimeInterval, at time: Date) async throws -> IssuedX509SVID {
         do {
-            return try await ca.activeX509().signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, dnsNames: dnsNames, ttl: ttl, now: time))
+            return try await ca.activeX509().issueX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: ttl, now: time))
         } catch let error as CAError {
             throw RPCError(code: .invalidArgument, message: error.message)
         }
     }
 
-    static func serial(_ certificate: Certificate) -> String {
-        certificate.serialNumber.bytes.map { String(format: "%02x", $0) }.joined()
-    }
+    static func serial(_ certificate: Certificate) -> String { Hex.encode(certificate.serialNumber.bytes) }
 }
 
 extension AgentAPI_Entry {

@@ -43,9 +43,11 @@ public actor CAManager {
             switch record.kind {
             case .x509:
                 let certificate = try Certificate(derEncoded: record.material)
-                x509[record.authorityID] = try X509CA(
+                let ca = try X509CA(
                     certificate: certificate, privateKey: KeyFile.readPrivateKey(keyPath), anchor: record.upstream ? upstream?.certificate : nil
                 )
+                if record.notAfter > now { try await ca.selfTest(at: now) }
+                x509[record.authorityID] = ca
             case .jwt:
                 jwt[record.authorityID] = JWTSigningKey(keyID: record.authorityID, privateKey: try KeyFile.readP256(keyPath), notAfter: record.notAfter)
             }
@@ -215,6 +217,7 @@ public actor CAManager {
             } else {
                 ca = try X509CA.selfSigned(trustDomain: config.trustDomain, keyType: config.caKeyType, ttl: config.caTTL, now: now)
             }
+            try await ca.selfTest(at: now)
             let keyFile = "x509-\(ca.authorityID).key"
             try KeyFile.write(ca.privateKey, to: (config.keyDirectory as NSString).appendingPathComponent(keyFile))
             record = AuthorityRecord(

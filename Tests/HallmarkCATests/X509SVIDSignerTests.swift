@@ -6,7 +6,7 @@ import Foundation
 import SwiftASN1
 import Testing
 import X509
-import HallmarkCA
+@testable import HallmarkCA
 import HallmarkTestSupport
 import SPIFFE
 
@@ -49,6 +49,104 @@ struct X509SVIDSignerTests {
         #expect(Array(names) == [.uniformResourceIdentifier(id.description), .dnsName("llama.example.org")])
         let verified = try await X509SVIDVerifier(bundles: X509Bundle(trustDomain: td, authorities: [ca.certificate])).verify(chain, at: TestClock.now)
         #expect(verified.id == id)
+    }
+
+    /// The leaf swift-certificates' general-purpose builder writes for the same fields, the
+    /// reference the template is held to.
+    static func referenceLeaf(
+        ca: X509CA, serial: [UInt8], key: Certificate.PublicKey, notBefore: Date, notAfter: Date, id: SPIFFEID, dnsNames: [String]
+    ) throws -> Certificate {
+        try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(bytes: serial), publicKey: key,
+            notValidBefore: notBefore, notValidAfter: notAfter, issuer: ca.certificate.subject,
+            subject: try DistinguishedName {
+                OrganizationName("Hallmark")
+                if let first = dnsNames.first { CommonName(first) }
+            },
+            signatureAlgorithm: P384.Signing.PublicKey(ca.certificate.publicKey) != nil ? .ecdsaWithSHA384 : .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(KeyUsage(digitalSignature: true))
+                try ExtendedKeyUsage([.serverAuth, .clientAuth])
+                Critical(BasicConstraints.notCertificateAuthority)
+                SubjectKeyIdentifier(hash: key)
+                AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: ca.certificate.publicKey).keyIdentifier)
+                SubjectAlternativeNames([.uniformResourceIdentifier(id.description)] + dnsNames.map { .dnsName($0) })
+            },
+            issuerPrivateKey: ca.privateKey
+        )
+    }
+
+    static let templateCases: [(X509CA.KeyType, String, [String], Date)] = [
+        (.p256, "p256", [], TestClock.now),
+        (.p256, "p384", ["llama.example.org"], TestClock.now),
+        (.p384, "rsa", ["a.example.org", "b.example.org"], TestClock.now),
+        // 2051: GeneralizedTime instead of UTCTime.
+        (.p384, "p256", ["a.example.org"], Date(timeIntervalSince1970: 2_556_143_999)),
+        // A long SAN, so that lengths take two bytes.
+        (.p256, "p256", (0..<12).map { "replica-\($0).inference.example.org" }, TestClock.now),
+    ]
+
+    @Test("the templated leaf is byte for byte what swift-certificates' builder writes", arguments: templateCases)
+    func templateMatchesBuilder(_ caKey: X509CA.KeyType, _ csrKey: String, _ dnsNames: [String], _ now: Date) async throws {
+        let ca = try X509CA.selfSigned(trustDomain: td, keyType: caKey, ttl: 86400 * 30, now: now)
+        let key: Certificate.PrivateKey = switch csrKey {
+        case "p384": Certificate.PrivateKey(P384.Signing.PrivateKey())
+        case "rsa": Certificate.PrivateKey(try _RSA.Signing.PrivateKey(keySize: .bits2048))
+        default: Certificate.PrivateKey(P256.Signing.PrivateKey())
+        }
+        let csr = try Self.csr(key, algorithm: csrKey == "rsa" ? .sha256WithRSAEncryption : csrKey == "p384" ? .ecdsaWithSHA384 : .ecdsaWithSHA256)
+        let checked = try X509CA.checkedCSR(csr)
+        let serial = X509CA.randomSerialBytes()
+        let notBefore = now.addingTimeInterval(-10), notAfter = now.addingTimeInterval(3600)
+        let der = try ca.template.leaf(
+            serial: serial, notBefore: notBefore, notAfter: notAfter, spki: checked.spki, subjectPublicKey: checked.keyBits,
+            uri: id.description, dnsNames: dnsNames
+        )
+        let leaf = try Certificate(derEncoded: der)
+        let reference = try Self.referenceLeaf(
+            ca: ca, serial: serial, key: key.publicKey, notBefore: notBefore, notAfter: notAfter, id: id, dnsNames: dnsNames
+        )
+        #expect(leaf.tbsCertificateBytes == reference.tbsCertificateBytes)
+        #expect(ca.certificate.publicKey.isValidSignature(leaf.signature, for: leaf))
+        _ = try await X509SVIDVerifier(bundles: X509Bundle(trustDomain: td, authorities: [ca.certificate])).verify([leaf], at: now)
+    }
+
+    @Test("a CA's self-test signs and verifies a throwaway SVID", arguments: X509CA.KeyType.allCases)
+    func selfTest(_ keyType: X509CA.KeyType) async throws {
+        try await X509CA.selfSigned(trustDomain: td, keyType: keyType, ttl: 600, now: TestClock.now).selfTest(at: TestClock.now)
+        let root = try TestCA.root()
+        try await X509CA.intermediate(trustDomain: td, keyType: keyType, ttl: 600, now: TestClock.now, upstreamCertificate: root.certificate, upstreamKey: root.key)
+            .selfTest(at: TestClock.now)
+    }
+
+    @Test("the DER chain and the parsed chain agree; the serial and expiry are the leaf's")
+    func issuedDER() throws {
+        let root = try TestCA.root()
+        let ca = try X509CA.intermediate(trustDomain: td, ttl: 86400, now: TestClock.now, upstreamCertificate: root.certificate, upstreamKey: root.key)
+        let issued = try ca.issueX509SVID(
+            X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 90.5, now: TestClock.now)
+        )
+        let chain = try issued.chain.map { try Certificate(derEncoded: $0) }
+        #expect(chain.count == 2 && chain[1] == ca.certificate)
+        #expect(chain[0].serialNumber.bytes.elementsEqual(issued.serial))
+        #expect(chain[0].notValidAfter == issued.notAfter)
+        #expect(issued.notAfter == TestClock.now.addingTimeInterval(90))
+    }
+
+    @Test("CSRs that are not whole DER, or have another version, are refused with the reason")
+    func malformedCSRs() throws {
+        let good = try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey()))
+        var trailing = good
+        trailing.append(0x00)
+        #expect(throws: CAError.self) { try X509CA.checkedCSR(trailing) }
+        #expect(throws: CAError.self) { try X509CA.checkedCSR(Array(good.dropLast())) }
+        #expect(throws: CAError.self) { try X509CA.checkedCSR([]) }
+        // The version INTEGER sits at a fixed place for this encoder: 30 81 xx 30 81 xx 02 01 00.
+        var version = good
+        let at = try #require((0..<20).first { version[$0] == 0x02 && version[$0 + 1] == 0x01 && version[$0 + 2] == 0x00 })
+        version[at + 2] = 0x01
+        let error = #expect(throws: CAError.self) { try X509CA.checkedCSR(version) }
+        #expect(error?.message.contains("version") == true || error?.message.contains("signature") == true, "\(String(describing: error))")
     }
 
     @Test("the SPIFFE ID comes from the request, never the CSR's subject")
