@@ -60,22 +60,39 @@ public final class SQLiteStore: Store {
 
     public func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry {
         try await pool.write { db in
-            if try Bool.fetchOne(
-                db, sql: "SELECT 1 FROM entries WHERE spiffe_id = ? AND parent_id = ? AND selector_key = ?",
-                arguments: [entry.spiffeID.description, entry.parentID.description, entry.selectorKey]
-            ) != nil {
-                throw StoreError(
-                    .alreadyExists,
-                    "store: an entry with SPIFFE ID \(entry.spiffeID), parent \(entry.parentID) and these selectors already exists"
-                )
-            }
-            if try Bool.fetchOne(db, sql: "SELECT 1 FROM entries WHERE id = ?", arguments: [entry.id]) != nil {
-                throw StoreError(.alreadyExists, "store: an entry with ID \(entry.id) already exists")
-            }
+            try Self.checkNew(entry, db)
             try Self.insert(entry, db)
             try Self.recordChange(db, .entry, entry.id, audit.time)
             try Self.append([audit], db)
             return entry
+        }
+    }
+
+    /// Creates many entries in one transaction under one audit event (bulk imports), with the
+    /// rules of ``createEntry(_:audit:)`` for each: all are created, or none.
+    public func importEntries(_ entries: [RegistrationEntry], audit: AuditEvent) async throws {
+        try await pool.write { db in
+            for entry in entries {
+                try Self.checkNew(entry, db)
+                try Self.insert(entry, db)
+                try Self.recordChange(db, .entry, entry.id, audit.time)
+            }
+            try Self.append([audit], db)
+        }
+    }
+
+    private static func checkNew(_ entry: RegistrationEntry, _ db: Database) throws {
+        if try Bool.fetchOne(
+            db.cachedStatement(sql: "SELECT 1 FROM entries WHERE spiffe_id = ? AND parent_id = ? AND selector_key = ?"),
+            arguments: [entry.spiffeID.description, entry.parentID.description, entry.selectorKey]
+        ) != nil {
+            throw StoreError(
+                .alreadyExists,
+                "store: an entry with SPIFFE ID \(entry.spiffeID), parent \(entry.parentID) and these selectors already exists"
+            )
+        }
+        if try Bool.fetchOne(db.cachedStatement(sql: "SELECT 1 FROM entries WHERE id = ?"), arguments: [entry.id]) != nil {
+            throw StoreError(.alreadyExists, "store: an entry with ID \(entry.id) already exists")
         }
     }
 
@@ -144,12 +161,13 @@ public final class SQLiteStore: Store {
     }
 
     private static func insert(_ entry: RegistrationEntry, _ db: Database) throws {
-        try db.execute(
+        try db.cachedStatement(
             sql: """
                 INSERT INTO entries (id, spiffe_id, parent_id, selector_key, x509_svid_ttl, jwt_svid_ttl, admin, downstream,
                                      expires_at, hint, revision_number, created_at)
                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """,
+                """
+        ).execute(
             arguments: [
                 entry.id, entry.spiffeID.description, entry.parentID.description, entry.selectorKey, entry.x509SVIDTTL,
                 entry.jwtSVIDTTL, entry.admin, entry.downstream, entry.expiresAt.map { Int64($0.timeIntervalSince1970) },
@@ -157,16 +175,12 @@ public final class SQLiteStore: Store {
             ]
         )
         for selector in Set(entry.selectors) {
-            try db.execute(
-                sql: "INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)",
-                arguments: [entry.id, selector.type, selector.value]
-            )
+            try db.cachedStatement(sql: "INSERT INTO entry_selectors (entry_id, type, value) VALUES (?, ?, ?)")
+                .execute(arguments: [entry.id, selector.type, selector.value])
         }
         for (position, name) in entry.dnsNames.enumerated() {
-            try db.execute(
-                sql: "INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)",
-                arguments: [entry.id, position, name]
-            )
+            try db.cachedStatement(sql: "INSERT INTO entry_dns_names (entry_id, position, name) VALUES (?, ?, ?)")
+                .execute(arguments: [entry.id, position, name])
         }
     }
 
@@ -265,25 +279,31 @@ public final class SQLiteStore: Store {
     // MARK: Attested nodes
 
     public func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws {
+        try await saveAttestedNodes([node], audit: audit)
+    }
+
+    /// Saves many attested nodes in one transaction under one audit event (bulk imports).
+    public func saveAttestedNodes(_ nodes: [AttestedNode], audit: AuditEvent) async throws {
         try await pool.write { db in
-            try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [node.spiffeID.description])
-            try db.execute(
-                sql: """
-                    INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
-                    VALUES (?, ?, ?, ?, ?, ?, ?)
-                    """,
-                arguments: [
-                    node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
-                    Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
-                ]
-            )
-            for selector in Set(node.selectors) {
-                try db.execute(
-                    sql: "INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)",
-                    arguments: [node.spiffeID.description, selector.type, selector.value]
+            for node in nodes {
+                try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
+                        VALUES (?, ?, ?, ?, ?, ?, ?)
+                        """
+                ).execute(
+                    arguments: [
+                        node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
+                        Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
+                    ]
                 )
+                for selector in Set(node.selectors) {
+                    try db.cachedStatement(sql: "INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)")
+                        .execute(arguments: [node.spiffeID.description, selector.type, selector.value])
+                }
+                try Self.recordChange(db, .node, node.spiffeID.description, audit.time)
             }
-            try Self.recordChange(db, .node, node.spiffeID.description, audit.time)
             try Self.append([audit], db)
         }
     }
@@ -434,10 +454,8 @@ public final class SQLiteStore: Store {
     // MARK: Change log
 
     private static func recordChange(_ db: Database, _ kind: Change.Kind, _ key: String, _ time: Date) throws {
-        try db.execute(
-            sql: "INSERT INTO change_log (kind, key, time_ms) VALUES (?, ?, ?)",
-            arguments: [kind.rawValue, key, Int64((time.timeIntervalSince1970 * 1000).rounded())]
-        )
+        try db.cachedStatement(sql: "INSERT INTO change_log (kind, key, time_ms) VALUES (?, ?, ?)")
+            .execute(arguments: [kind.rawValue, key, Int64((time.timeIntervalSince1970 * 1000).rounded())])
     }
 
     public func latestChange() async throws -> Int64 {

@@ -5,6 +5,8 @@ import GRDB
 import Testing
 @testable import HallmarkStore
 import HallmarkTestSupport
+import HallmarkAttestation
+import SPIFFE
 
 @Suite("SQLite store")
 struct SQLiteStoreTests {
@@ -37,6 +39,44 @@ struct SQLiteStoreTests {
         _ = try SQLiteStore(path: dir.path("a.db"))
         let again = try SQLiteStore(path: dir.path("a.db"))
         #expect(try again.schemaVersion() == Migrations.latestVersion)
+    }
+
+    @Test("a bulk import creates every entry under one audit event, or none when one is a duplicate")
+    func importEntries() async throws {
+        let dir = try TemporaryDirectory("sqlite")
+        let store = try SQLiteStore(path: dir.path("a.db"))
+        let entries = try (0..<300).map { try StoreConformanceTests.entryWithID(index: $0) }
+        try await store.importEntries(entries, audit: StoreConformanceTests.audit("entry.import"))
+        #expect(try await store.entries(matching: EntryFilter()).count == 300)
+        #expect(try await store.entries(matching: EntryFilter(selectors: [try Selector(parsing: "unix:uid:299")])).map(\.id) == [entries[299].id])
+        #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["entry.import"])
+        let before = try await store.latestChange()
+        #expect(before >= 300)
+
+        // The 2nd of these repeats an existing entry's ID, parent and selectors: nothing of the batch lands.
+        let more = [try StoreConformanceTests.entryWithID(index: 300), try StoreConformanceTests.entryWithID(index: 7)]
+        let error = await #expect(throws: StoreError.self) {
+            try await store.importEntries(more, audit: StoreConformanceTests.audit("entry.import"))
+        }
+        #expect(error?.code == .alreadyExists)
+        #expect(try await store.entries(matching: EntryFilter()).count == 300)
+        #expect(try await store.latestChange() == before)
+    }
+
+    @Test("attested nodes saved in bulk read back one by one")
+    func importNodes() async throws {
+        let dir = try TemporaryDirectory("sqlite")
+        let store = try SQLiteStore(path: dir.path("a.db"))
+        let nodes = try (0..<50).map { index in
+            AttestedNode(
+                spiffeID: try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/bench/\(index)"), attestationType: "join-token",
+                serialNumber: String(format: "%02x", index), expiresAt: TestClock.now.addingTimeInterval(3600), attestedAt: TestClock.now,
+                selectors: [try Selector(parsing: "bench:cluster:\(index % 5)")]
+            )
+        }
+        try await store.saveAttestedNodes(nodes, audit: StoreConformanceTests.audit("agent.import"))
+        #expect(try await store.attestedNodes().count == 50)
+        #expect(try await store.attestedNode(nodes[17].spiffeID) == nodes[17])
     }
 
     @Test("the embedded migrations are exactly the files in Schemas/sql")

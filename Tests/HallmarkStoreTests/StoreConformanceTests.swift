@@ -31,6 +31,11 @@ struct StoreConformanceTests {
         )
     }
 
+    /// A distinct entry per index: its own SPIFFE ID and uid selector.
+    static func entryWithID(index: Int) throws -> RegistrationEntry {
+        try entry("/bulk/\(index)", selectors: ["unix:uid:\(index)"])
+    }
+
     static func audit(_ action: String, _ target: String = "t") -> AuditEvent {
         AuditEvent(time: now, callerUID: 0, action: action, target: target)
     }
