@@ -8,23 +8,51 @@ public import SPIFFE
 public import HallmarkSupport
 import Synchronization
 
+/// An X509-SVID as the agent keeps it for workloads: the bytes it serves and the facts it decides
+/// by, without the parsed certificates and key objects (a few hundred bytes instead of many KB).
+public struct HeldSVID: Sendable, Equatable {
+    /// The chain, leaf first, DER concatenated.
+    public let chainDER: [UInt8]
+    /// The leaf's key, PKCS#8 DER.
+    public let privateKeyDER: [UInt8]
+    public let id: SPIFFEID
+    public let notBefore: Date
+    public let expiresAt: Date
+    /// Key identifiers of the authorities above the leaf.
+    public let issuerKeyIDs: Set<String>
+
+    public init(_ svid: X509SVID) throws {
+        chainDER = svid.chainDER
+        privateKeyDER = try svid.privateKeyDER()
+        id = svid.id
+        notBefore = svid.leaf.notValidBefore
+        expiresAt = svid.expiresAt
+        issuerKeyIDs = svid.issuerKeyIDs
+    }
+
+    /// Past half of its life at `time`: due for renewal.
+    func isDue(at time: Date) -> Bool {
+        time >= notBefore.addingTimeInterval(expiresAt.timeIntervalSince(notBefore) / 2)
+    }
+}
+
 /// One identity a workload may be given.
 public struct CachedIdentity: Sendable, Equatable {
     public let entryID: String
     public let spiffeID: SPIFFEID
     public let selectors: [Selector]
     public let hint: String
-    public let svid: X509SVID
-
-    public static func == (lhs: CachedIdentity, rhs: CachedIdentity) -> Bool {
-        lhs.entryID == rhs.entryID && lhs.svid.leaf == rhs.svid.leaf && lhs.hint == rhs.hint
-    }
+    public let svid: HeldSVID
 }
 
 public final class AgentCache: Sendable {
     private struct State {
         var entries: [AgentAPI_Entry] = []
-        var svids: [String: (revision: Int64, svid: X509SVID)] = [:]
+        /// Each entry's selectors, parsed (nil when one is malformed: that entry matches no one).
+        var selectors: [[Selector]?] = []
+        /// For each selector, the positions in `entries` of the entries that require it.
+        var bySelector: [Selector: [Int]] = [:]
+        var svids: [String: (revision: Int64, svid: HeldSVID)] = [:]
         var bundle: SPIFFEBundle?
         var jwts: [String: (token: String, keyID: String, issuedAt: Date, expiresAt: Date)] = [:]
         /// Authorities whose SVIDs must be replaced (X.509 key identifiers, JWT kids).
@@ -44,6 +72,14 @@ public final class AgentCache: Sendable {
     public func update(entries: [AgentAPI_Entry], bundle: SPIFFEBundle?, tainted: Set<String> = []) -> [AgentAPI_Entry] {
         state.withLock { state in
             state.entries = entries
+            state.selectors = entries.map { entry in
+                let parsed = entry.selectors.compactMap { try? Selector(type: $0.type, value: $0.value) }
+                return parsed.count == entry.selectors.count ? parsed : nil
+            }
+            state.bySelector = [:]
+            for (index, selectors) in state.selectors.enumerated() {
+                for selector in Set(selectors ?? []) { state.bySelector[selector, default: []].append(index) }
+            }
             if let bundle { state.bundle = bundle }
             state.tainted = tainted
             let ids = Set(entries.map(\.id))
@@ -61,6 +97,8 @@ public final class AgentCache: Sendable {
     public func clear() {
         state.withLock { state in
             state.entries = []
+            state.selectors = []
+            state.bySelector = [:]
             state.svids = [:]
             state.jwts = [:]
             changes.notify()
@@ -78,7 +116,7 @@ public final class AgentCache: Sendable {
     }
 
     /// Stores SVIDs for entries (ignored for entries no longer held).
-    public func store(_ svids: [(entryID: String, revision: Int64, svid: X509SVID)]) {
+    public func store(_ svids: [(entryID: String, revision: Int64, svid: HeldSVID)]) {
         guard !svids.isEmpty else { return }
         state.withLock { state in
             let ids = Set(state.entries.map(\.id))
@@ -95,8 +133,7 @@ public final class AgentCache: Sendable {
             state.entries.filter { entry in
                 guard Self.wantsSVID(entry) else { return false }
                 guard let svid = state.svids[entry.id]?.svid else { return true }
-                let start = svid.leaf.notValidBefore
-                return time >= start.addingTimeInterval(svid.expiresAt.timeIntervalSince(start) / 2)
+                return svid.isDue(at: time)
             }
         }
     }
@@ -104,12 +141,17 @@ public final class AgentCache: Sendable {
     public var bundle: SPIFFEBundle? { state.withLock { $0.bundle } }
 
     /// Every identity whose entry's selectors are all among `selectors`, in the server's order.
+    /// Only entries that require one of the caller's selectors are looked at (an entry with no
+    /// selectors matches no one; the server never sends one).
     public func identities(matching selectors: Set<Selector>) -> [CachedIdentity] {
         state.withLock { state in
-            state.entries.compactMap { entry in
-                guard let svid = state.svids[entry.id]?.svid else { return nil }
-                let required = entry.selectors.compactMap { try? Selector(type: $0.type, value: $0.value) }
-                guard required.count == entry.selectors.count, selectors.satisfies(required) else { return nil }
+            var candidates = Set<Int>()
+            for selector in selectors {
+                if let positions = state.bySelector[selector] { candidates.formUnion(positions) }
+            }
+            return candidates.sorted().compactMap { index in
+                let entry = state.entries[index]
+                guard let required = state.selectors[index], selectors.satisfies(required), let svid = state.svids[entry.id]?.svid else { return nil }
                 return CachedIdentity(entryID: entry.id, spiffeID: svid.id, selectors: required, hint: entry.hint, svid: svid)
             }
         }

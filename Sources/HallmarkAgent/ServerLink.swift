@@ -321,7 +321,7 @@ final class ServerLink: Sendable {
                 }
             }
             let response = try await api.batchNewX509SVID(request)
-            var signed: [(entryID: String, revision: Int64, svid: X509SVID)] = []
+            var signed: [(entryID: String, revision: Int64, svid: HeldSVID)] = []
             for result in response.results {
                 guard result.statusCode == 0, let (key, revision) = keys[result.entryID] else {
                     logger.warning("the server refused a CSR", metadata: ["entry": "\(result.entryID)", "reason": "\(result.statusMessage)"])
@@ -329,12 +329,13 @@ final class ServerLink: Sendable {
                 }
                 do {
                     let chain = try result.chain.map { try Certificate(derEncoded: Array($0)) }
-                    signed.append((result.entryID, revision, try X509SVID(certificates: chain, privateKey: key, hint: "")))
+                    signed.append((result.entryID, revision, try HeldSVID(X509SVID(certificates: chain, privateKey: key, hint: ""))))
                 } catch {
                     logger.error("the server returned an unusable SVID", metadata: ["entry": "\(result.entryID)", "error": "\(error)"])
                 }
             }
             cache.store(signed)
+            logger.info("SVIDs signed", metadata: ["signed": "\(signed.count)", "cached": "\(cache.svidCount)"])
         }
     }
 

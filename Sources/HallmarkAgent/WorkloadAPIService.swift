@@ -79,7 +79,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
                     WorkloadAPI_X509SVID.with {
                         $0.spiffeID = identity.spiffeID.description
                         $0.x509Svid = Data(identity.svid.chainDER)
-                        $0.x509SvidKey = Data((try? identity.svid.privateKeyDER()) ?? [])
+                        $0.x509SvidKey = Data(identity.svid.privateKeyDER)
                         $0.bundle = bundle
                         $0.hint = identity.hint
                     }
