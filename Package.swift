@@ -154,7 +154,13 @@ let package = Package(
             swiftSettings: strict
         ),
         // The benchmarks (scripts/bench builds them in release mode).
-        .executableTarget(name: "hallmark-bench", dependencies: ["SPIFFE", "HallmarkCA"] + crypto, swiftSettings: strict),
+        .executableTarget(
+            name: "hallmark-bench",
+            dependencies: [
+                "SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkCA", "HallmarkProto", "HallmarkStore", "HallmarkServer", "HallmarkAttestation",
+            ] + crypto + grpc + transport,
+            swiftSettings: strict
+        ),
         // Test tooling: simulated GPU evidence in NVIDIA's format, for machines without a GPU.
         .executableTarget(name: "hallmark-gpu-simulator", dependencies: ["HallmarkTestSupport"], path: "Tests/GPUSimulator", swiftSettings: strict),
         .testTarget(name: "SPIFFETests", dependencies: ["SPIFFE", "HallmarkTestSupport"], swiftSettings: strict),

@@ -3,17 +3,17 @@
 
 import Foundation
 import HallmarkAttestation
-import HallmarkStore
-import SPIFFE
+public import HallmarkStore
+public import SPIFFE
 
-enum AgentAuthorization {
+public enum AgentAuthorization {
     /// The SPIFFE ID of the server, and the parent of node entries that select agents by their selectors.
-    static func serverID(_ trustDomain: TrustDomain) -> SPIFFEID {
+    public static func serverID(_ trustDomain: TrustDomain) -> SPIFFEID {
         try! SPIFFEID(trustDomain: trustDomain, segments: ["hallmark", "server"])
     }
 
     /// Every entry the agent of `node` is authorised for.
-    static func entries(for node: AttestedNode, store: any Store, trustDomain: TrustDomain) async throws -> [RegistrationEntry] {
+    public static func entries(for node: AttestedNode, store: any Store, trustDomain: TrustDomain) async throws -> [RegistrationEntry] {
         var roots: [SPIFFEID] = [node.spiffeID]
         let nodeSelectors = Set(node.selectors)
         for alias in try await store.entries(matching: EntryFilter(parentID: serverID(trustDomain))) where nodeSelectors.satisfies(alias.selectors) {

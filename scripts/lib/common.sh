@@ -19,5 +19,6 @@ ensure_packages() {
 # The system packages the build uses: SQLite, libcrypto (RSA-OAEP for TPM credentials) and the
 # tpm2-tss libraries the agent's TPM attestor links, and libxmlsec1 for NVIDIA RIM signatures.
 HALLMARK_PACKAGES=(openssl libsqlite3-dev sqlite3 libssl-dev libtss2-dev libxmlsec1-dev)
-# And what the tests add: a software TPM and tpm2-tools, the tests' own hand on it.
-HALLMARK_TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools xmlsec1)
+# And what the tests add: a software TPM and tpm2-tools, the tests' own hand on it, and cfssl,
+# the peer the benchmark (and its smoke run) signs against.
+HALLMARK_TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools xmlsec1 golang-cfssl)
