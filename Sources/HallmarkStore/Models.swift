@@ -55,13 +55,16 @@ public struct EntryFilter: Hashable, Sendable {
     public var id: String?
     public var spiffeID: SPIFFEID?
     public var parentID: SPIFFEID?
+    /// Entries whose parent is any of these (with `parentID`, both must hold).
+    public var parentIDs: [SPIFFEID]?
     /// Entries that carry all of these.
     public var selectors: [Selector]
 
-    public init(id: String? = nil, spiffeID: SPIFFEID? = nil, parentID: SPIFFEID? = nil, selectors: [Selector] = []) {
+    public init(id: String? = nil, spiffeID: SPIFFEID? = nil, parentID: SPIFFEID? = nil, parentIDs: [SPIFFEID]? = nil, selectors: [Selector] = []) {
         self.id = id
         self.spiffeID = spiffeID
         self.parentID = parentID
+        self.parentIDs = parentIDs
         self.selectors = selectors
     }
 

@@ -199,6 +199,11 @@ public final class SQLiteStore: Store {
             conditions.append("e.parent_id = ?")
             arguments += [parentID.description]
         }
+        if let parentIDs = filter.parentIDs {
+            guard !parentIDs.isEmpty else { return [] }
+            conditions.append("e.parent_id IN (\(Array(repeating: "?", count: parentIDs.count).joined(separator: ",")))")
+            arguments += StatementArguments(parentIDs.map(\.description))
+        }
         for selector in filter.selectors {
             conditions.append("e.id IN (SELECT entry_id FROM entry_selectors WHERE type = ? AND value = ?)")
             arguments += [selector.type, selector.value]

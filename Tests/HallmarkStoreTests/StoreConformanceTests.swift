@@ -68,6 +68,13 @@ struct StoreConformanceTests {
         let bothSelectors = EntryFilter(selectors: [try Selector(parsing: "unix:uid:1"), try Selector(parsing: "unix:gid:1")])
         #expect(try await store.entries(matching: bothSelectors).map(\.id) == [a.id])
         #expect(try await store.entries(matching: EntryFilter(id: "nope")).isEmpty)
+        // Any of several parents, with selectors and DNS names intact; none given, none found.
+        let either = try await store.entries(matching: EntryFilter(parentIDs: [a.parentID, c.parentID, try SPIFFEID(parsing: "spiffe://example.org/x")]))
+        #expect(Set(either.map(\.id)) == [a.id, b.id, c.id])
+        #expect(either.first { $0.id == a.id } == a)
+        #expect(try await store.entries(matching: EntryFilter(parentIDs: [c.parentID])).map(\.id) == [c.id])
+        #expect(try await store.entries(matching: EntryFilter(parentID: a.parentID, parentIDs: [c.parentID])).isEmpty)
+        #expect(try await store.entries(matching: EntryFilter(parentIDs: [])).isEmpty)
     }
 
     @Test("an identical entry is refused as already existing, whatever the selector order", arguments: StoreBackends.all)
