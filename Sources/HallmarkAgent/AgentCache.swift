@@ -57,6 +57,9 @@ public final class AgentCache: Sendable {
         var jwts: [String: (token: String, keyID: String, issuedAt: Date, expiresAt: Date)] = [:]
         /// Authorities whose SVIDs must be replaced (X.509 key identifiers, JWT kids).
         var tainted: Set<String> = []
+        /// Entry revisions being signed now ("ID#revision"), so that the entry stream and the
+        /// renewal loop never ask the server for the same SVID at once.
+        var signing: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -127,11 +130,23 @@ public final class AgentCache: Sendable {
         }
     }
 
-    /// Entries whose SVID has passed half of its life (or is missing).
+    /// Marks entries as being signed and returns those that were not already.
+    public func claim(_ entries: [AgentAPI_Entry]) -> [AgentAPI_Entry] {
+        state.withLock { state in entries.filter { state.signing.insert(Self.signingKey($0)).inserted } }
+    }
+
+    /// Ends what ``claim(_:)`` began.
+    public func release(_ entries: [AgentAPI_Entry]) {
+        state.withLock { state in for entry in entries { state.signing.remove(Self.signingKey(entry)) } }
+    }
+
+    private static func signingKey(_ entry: AgentAPI_Entry) -> String { "\(entry.id)#\(entry.revisionNumber)" }
+
+    /// Entries whose SVID has passed half of its life (or is missing), unless being signed now.
     public func due(at time: Date) -> [AgentAPI_Entry] {
         state.withLock { state in
             state.entries.filter { entry in
-                guard Self.wantsSVID(entry) else { return false }
+                guard Self.wantsSVID(entry), !state.signing.contains(Self.signingKey(entry)) else { return false }
                 guard let svid = state.svids[entry.id]?.svid else { return true }
                 return svid.isDue(at: time)
             }

@@ -302,8 +302,10 @@ final class ServerLink: Sendable {
         throw AgentError("agent: the server closed the entry stream")
     }
 
-    /// Gets SVIDs for entries, 500 CSRs a call.
-    private func sign(_ entries: [AgentAPI_Entry], _ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+    /// Gets SVIDs for entries, 500 CSRs a call; entries another task is signing are left to it.
+    private func sign(_ wanted: [AgentAPI_Entry], _ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+        let entries = cache.claim(wanted)
+        defer { cache.release(entries) }
         var start = 0
         while start < entries.count {
             let batch = Array(entries[start..<min(start + 500, entries.count)])
