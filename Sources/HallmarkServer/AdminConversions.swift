@@ -2,11 +2,11 @@
 
 import Foundation
 import HallmarkAttestation
-import HallmarkProto
+public import HallmarkProto
 import HallmarkStore
 
 extension EntryInput {
-    init(_ entry: Admin_Entry) {
+    public init(_ entry: Admin_Entry) {
         self.init()
         id = entry.id
         spiffeID = entry.spiffeID

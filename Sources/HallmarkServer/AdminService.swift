@@ -13,6 +13,7 @@ import HallmarkSupport
 import Logging
 import SPIFFE
 import SwiftASN1
+import SwiftProtobuf
 import X509
 
 struct AdminService: Admin_Admin.ServiceProtocol {
@@ -27,8 +28,11 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         Int64(try PeerCredentials(metadata: metadata).uid)
     }
 
-    private func respond<T>(_ action: String, _ body: () async throws -> T) async throws -> ServerResponse<T> {
+    /// Runs a request's handler, refusing first a request with fields this server does not know
+    /// (an admin who sets a field an older server would ignore must hear that it was not applied).
+    private func respond<T>(_ action: String, _ message: some SwiftProtobuf.Message, _ body: () async throws -> T) async throws -> ServerResponse<T> {
         do {
+            try UnknownFields.refuse(message)
             return ServerResponse(message: try await body())
         } catch {
             let rpc = AdminErrors.rpcError(error)
@@ -40,7 +44,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     // MARK: Entries
 
     func createEntry(request: ServerRequest<Admin_CreateEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Entry> {
-        try await respond("entry.create") {
+        try await respond("entry.create", request.message) {
             let uid = try caller(request.metadata)
             let entry = try EntryValidation.validate(EntryInput(request.message.entry), trustDomain: config.trustDomain, now: now())
             let created = try await store.createEntry(
@@ -52,7 +56,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func updateEntry(request: ServerRequest<Admin_UpdateEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Entry> {
-        try await respond("entry.update") {
+        try await respond("entry.update", request.message) {
             let uid = try caller(request.metadata)
             guard !request.message.entry.id.isEmpty else { throw ValidationFailure("id", "is required to name the entry to update") }
             guard let current = try await store.entries(matching: EntryFilter(id: request.message.entry.id)).first else {
@@ -69,7 +73,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func deleteEntry(request: ServerRequest<Admin_DeleteEntryRequest>, context: ServerContext) async throws -> ServerResponse<Admin_DeleteEntryResponse> {
-        try await respond("entry.delete") {
+        try await respond("entry.delete", request.message) {
             let uid = try caller(request.metadata)
             guard !request.message.id.isEmpty else { throw ValidationFailure("id", "is required") }
             // What the deletion affects, for the audit record: the identity and the agent that served it.
@@ -84,7 +88,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func listEntries(request: ServerRequest<Admin_ListEntriesRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListEntriesResponse> {
-        try await respond("entry.list") {
+        try await respond("entry.list", request.message) {
             _ = try caller(request.metadata)
             let message = request.message
             var filter = EntryFilter()
@@ -104,7 +108,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     // MARK: Join tokens and agents
 
     func createJoinToken(request: ServerRequest<Admin_CreateJoinTokenRequest>, context: ServerContext) async throws -> ServerResponse<Admin_JoinToken> {
-        try await respond("token.create") {
+        try await respond("token.create", request.message) {
             let uid = try caller(request.metadata)
             let ttl = request.message.ttlSeconds == 0 ? Int(config.joinTokenTTL) : Int(request.message.ttlSeconds)
             guard (1...(7 * 86400)).contains(ttl) else { throw ValidationFailure("ttl", "must be 1 to 604800 seconds, not \(ttl)") }
@@ -145,7 +149,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func listAgents(request: ServerRequest<Admin_ListAgentsRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAgentsResponse> {
-        try await respond("agent.list") {
+        try await respond("agent.list", request.message) {
             _ = try caller(request.metadata)
             let nodes = try await store.attestedNodes()
             return Admin_ListAgentsResponse.with { $0.agents = nodes.map(Admin_Agent.init) }
@@ -153,7 +157,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func getAgent(request: ServerRequest<Admin_GetAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
-        try await respond("agent.show") {
+        try await respond("agent.show", request.message) {
             _ = try caller(request.metadata)
             let id = try EntryValidation.id(request.message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
             guard let node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
@@ -162,7 +166,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func evictAgent(request: ServerRequest<Admin_EvictAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
-        try await respond("agent.evict") {
+        try await respond("agent.evict", request.message) {
             let uid = try caller(request.metadata)
             let id = try agentID(request.message.spiffeID)
             let affected = try await affectedEntries(id)
@@ -176,13 +180,13 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func banAgent(request: ServerRequest<Admin_BanAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
-        try await respond("agent.ban") {
+        try await respond("agent.ban", request.message) {
             try await setBanned(true, request.message.spiffeID, request.metadata)
         }
     }
 
     func unbanAgent(request: ServerRequest<Admin_UnbanAgentRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Agent> {
-        try await respond("agent.unban") {
+        try await respond("agent.unban", request.message) {
             try await setBanned(false, request.message.spiffeID, request.metadata)
         }
     }
@@ -224,7 +228,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     // MARK: Bundle and authorities
 
     func getBundle(request: ServerRequest<Admin_GetBundleRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Bundle> {
-        try await respond("bundle.show") {
+        try await respond("bundle.show", request.message) {
             _ = try caller(request.metadata)
             let bundle = try await ca.bundle()
             var bundleMessage = Admin_Bundle.with {
@@ -239,7 +243,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func listAuthorities(request: ServerRequest<Admin_ListAuthoritiesRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAuthoritiesResponse> {
-        try await respond("authority.list") {
+        try await respond("authority.list", request.message) {
             _ = try caller(request.metadata)
             let kind = request.message.kind
             guard kind.isEmpty || AuthorityRecord.Kind(rawValue: kind) != nil else {
@@ -269,7 +273,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func prepareAuthority(request: ServerRequest<Admin_PrepareAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
-        try await respond("authority.prepare") {
+        try await respond("authority.prepare", request.message) {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             return try await changeAuthority { try await ca.prepare(kind, callerUID: uid) }
@@ -277,7 +281,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func activateAuthority(request: ServerRequest<Admin_ActivateAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
-        try await respond("authority.activate") {
+        try await respond("authority.activate", request.message) {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = request.message.authorityID.isEmpty ? nil : try authorityID(request.message.authorityID)
@@ -286,7 +290,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func taintAuthority(request: ServerRequest<Admin_TaintAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
-        try await respond("authority.taint") {
+        try await respond("authority.taint", request.message) {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = try authorityID(request.message.authorityID)
@@ -295,7 +299,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func revokeAuthority(request: ServerRequest<Admin_RevokeAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
-        try await respond("authority.revoke") {
+        try await respond("authority.revoke", request.message) {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = try authorityID(request.message.authorityID)
@@ -306,7 +310,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     // MARK: Minting
 
     func mintX509SVID(request: ServerRequest<Admin_MintX509SVIDRequest>, context: ServerContext) async throws -> ServerResponse<Admin_MintX509SVIDResponse> {
-        try await respond("x509.mint") {
+        try await respond("x509.mint", request.message) {
             let uid = try caller(request.metadata)
             let message = request.message
             let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
@@ -341,7 +345,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func mintJWTSVID(request: ServerRequest<Admin_MintJWTSVIDRequest>, context: ServerContext) async throws -> ServerResponse<Admin_MintJWTSVIDResponse> {
-        try await respond("jwt.mint") {
+        try await respond("jwt.mint", request.message) {
             let uid = try caller(request.metadata)
             let message = request.message
             let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
@@ -368,7 +372,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     // MARK: Audit
 
     func listAudit(request: ServerRequest<Admin_ListAuditRequest>, context: ServerContext) async throws -> ServerResponse<Admin_ListAuditResponse> {
-        try await respond("audit.show") {
+        try await respond("audit.show", request.message) {
             _ = try caller(request.metadata)
             let limit = request.message.limit == 0 ? 1000 : Int(request.message.limit)
             guard (1...100_000).contains(limit) else { throw ValidationFailure("limit", "must be 1 to 100000") }
@@ -378,7 +382,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     }
 
     func verifyAudit(request: ServerRequest<Admin_VerifyAuditRequest>, context: ServerContext) async throws -> ServerResponse<Admin_VerifyAuditResponse> {
-        try await respond("audit.verify") {
+        try await respond("audit.verify", request.message) {
             _ = try caller(request.metadata)
             let result = try await store.verifyAudit()
             return Admin_VerifyAuditResponse.with {
