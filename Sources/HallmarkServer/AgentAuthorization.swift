@@ -7,8 +7,6 @@ public import HallmarkStore
 public import SPIFFE
 
 public enum AgentAuthorization {
-    /// Parents looked up in one query (SQLite allows 32,766 parameters; this keeps statements small).
-    static let parentsPerQuery = 500
 
     /// The SPIFFE ID of the server, and the parent of node entries that select agents by their selectors.
     public static func serverID(_ trustDomain: TrustDomain) -> SPIFFEID {
@@ -22,23 +20,7 @@ public enum AgentAuthorization {
         for alias in try await store.entries(matching: EntryFilter(parentID: serverID(trustDomain))) where nodeSelectors.satisfies(alias.selectors) {
             roots.append(alias.spiffeID)
         }
-        // Breadth first, one query per level (in chunks): an agent's entries rarely have children,
-        // so the second level is one query that finds nothing.
-        var visited = Set(roots)
-        var level = roots
-        var seen = Set<String>()
-        var authorised: [RegistrationEntry] = []
-        while !level.isEmpty {
-            var next: [SPIFFEID] = []
-            for start in stride(from: 0, to: level.count, by: parentsPerQuery) {
-                let parents = Array(level[start..<min(start + parentsPerQuery, level.count)])
-                for entry in try await store.entries(matching: EntryFilter(parentIDs: parents)) where seen.insert(entry.id).inserted {
-                    authorised.append(entry)
-                    if visited.insert(entry.spiffeID).inserted { next.append(entry.spiffeID) }
-                }
-            }
-            level = next
-        }
+        let authorised = try await store.descendants(of: roots)
         // Oldest first, so that the default SVID (the first) stays put as entries are added.
         return authorised.sorted { $0.createdAt < $1.createdAt }
     }

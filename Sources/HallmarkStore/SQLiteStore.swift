@@ -140,6 +140,32 @@ public final class SQLiteStore: Store {
         try await pool.read { db in try Self.fetchEntries(db, filter) }
     }
 
+    public func descendants(of roots: [SPIFFEID]) async throws -> [RegistrationEntry] {
+        try await pool.read { db in
+            // Breadth first, one query per level (in chunks of parents): an agent's entries rarely
+            // have children, so the second level is one query that finds nothing.
+            var visited = Set(roots)
+            var level = roots
+            var seen = Set<String>()
+            var found: [RegistrationEntry] = []
+            while !level.isEmpty {
+                var next: [SPIFFEID] = []
+                for start in stride(from: 0, to: level.count, by: Self.parentsPerQuery) {
+                    let parents = Array(level[start..<min(start + Self.parentsPerQuery, level.count)])
+                    for entry in try Self.fetchEntries(db, EntryFilter(parentIDs: parents)) where seen.insert(entry.id).inserted {
+                        found.append(entry)
+                        if visited.insert(entry.spiffeID).inserted { next.append(entry.spiffeID) }
+                    }
+                }
+                level = next
+            }
+            return found
+        }
+    }
+
+    /// Parents looked up in one statement (SQLite allows 32,766 parameters; this keeps statements small).
+    static let parentsPerQuery = 500
+
     public func pruneExpiredEntries(at time: Date) async throws -> [RegistrationEntry] {
         try await pool.write { db in
             let ids = try String.fetchAll(
@@ -209,30 +235,43 @@ public final class SQLiteStore: Store {
             arguments += [selector.type, selector.value]
         }
         let whereClause = conditions.isEmpty ? "" : "WHERE " + conditions.joined(separator: " AND ")
-        let rows = try Row.fetchAll(db, sql: "SELECT e.* FROM entries e \(whereClause) ORDER BY e.created_at, e.rowid", arguments: arguments)
-        guard !rows.isEmpty else { return [] }
+        // Statements are prepared once per shape and reused; rows are decoded as they are stepped.
+        let select = try db.cachedStatement(
+            sql: """
+                SELECT e.id, e.spiffe_id, e.parent_id, e.selector_key, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, e.downstream,
+                       e.expires_at, e.hint, e.revision_number, e.created_at
+                FROM entries e \(whereClause) ORDER BY e.created_at, e.rowid
+                """
+        )
+        // Entries under one parent share it: parse each distinct ID once.
+        var parents: [String: SPIFFEID] = [:]
+        var entries: [RegistrationEntry] = []
+        let rows = try Row.fetchCursor(select, arguments: arguments)
+        while let row = try rows.next() {
+            let parentText: String = row[2]
+            let parentID = try parents[parentText] ?? SPIFFEID(parsing: parentText)
+            parents[parentText] = parentID
+            // selector_key is the selectors, sorted, one TYPE:VALUE a line (a value has no control characters).
+            let selectorKey: String = row[3]
+            entries.append(RegistrationEntry(
+                id: row[0], spiffeID: try SPIFFEID(parsing: row[1]), parentID: parentID,
+                selectors: try selectorKey.split(separator: "\n").map { try Selector(parsing: String($0)) },
+                x509SVIDTTL: row[4], jwtSVIDTTL: row[5], dnsNames: [], admin: row[6], downstream: row[7],
+                expiresAt: (row[8] as Int64?).map { Date(timeIntervalSince1970: TimeInterval($0)) },
+                hint: row[9], revisionNumber: row[10], createdAt: Date(timeIntervalSince1970: TimeInterval(row[11] as Int64))
+            ))
+        }
+        guard !entries.isEmpty else { return [] }
         let scope = conditions.isEmpty ? "" : "WHERE entry_id IN (SELECT e.id FROM entries e \(whereClause))"
-        var selectors: [String: [Selector]] = [:]
-        for row in try Row.fetchAll(db, sql: "SELECT entry_id, type, value FROM entry_selectors \(scope)", arguments: arguments) {
-            selectors[row["entry_id"], default: []].append(try Selector(type: row["type"], value: row["value"]))
-        }
         var dnsNames: [String: [String]] = [:]
-        for row in try Row.fetchAll(
-            db, sql: "SELECT entry_id, name FROM entry_dns_names \(scope) ORDER BY entry_id, position", arguments: arguments
-        ) {
-            dnsNames[row["entry_id"], default: []].append(row["name"])
+        let names = try Row.fetchCursor(
+            db.cachedStatement(sql: "SELECT entry_id, name FROM entry_dns_names \(scope) ORDER BY entry_id, position"), arguments: arguments
+        )
+        while let row = try names.next() { dnsNames[row[0], default: []].append(row[1]) }
+        if !dnsNames.isEmpty {
+            for index in entries.indices { entries[index].dnsNames = dnsNames[entries[index].id] ?? [] }
         }
-        return try rows.map { row in
-            let id: String = row["id"]
-            return RegistrationEntry(
-                id: id, spiffeID: try SPIFFEID(parsing: row["spiffe_id"]), parentID: try SPIFFEID(parsing: row["parent_id"]),
-                selectors: selectors[id] ?? [], x509SVIDTTL: row["x509_svid_ttl"], jwtSVIDTTL: row["jwt_svid_ttl"],
-                dnsNames: dnsNames[id] ?? [], admin: row["admin"], downstream: row["downstream"],
-                expiresAt: (row["expires_at"] as Int64?).map { Date(timeIntervalSince1970: TimeInterval($0)) },
-                hint: row["hint"], revisionNumber: row["revision_number"],
-                createdAt: Date(timeIntervalSince1970: TimeInterval(row["created_at"] as Int64))
-            )
-        }
+        return entries
     }
 
     // MARK: Join tokens

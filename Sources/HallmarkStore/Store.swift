@@ -11,6 +11,9 @@ public protocol Store: Sendable {
     func updateEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry
     func deleteEntry(id: String, audit: AuditEvent) async throws -> RegistrationEntry
     func entries(matching filter: EntryFilter) async throws -> [RegistrationEntry]
+    /// Every entry whose parent is one of `roots` or, transitively, another such entry's SPIFFE
+    /// ID: one consistent read. Each entry appears once, in the order found.
+    func descendants(of roots: [SPIFFEID]) async throws -> [RegistrationEntry]
     /// Entries whose `expires_at` is at or before `time` are deleted, each audited; returns them.
     func pruneExpiredEntries(at time: Date) async throws -> [RegistrationEntry]
 

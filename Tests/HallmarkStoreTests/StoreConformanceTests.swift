@@ -77,6 +77,25 @@ struct StoreConformanceTests {
         #expect(try await store.entries(matching: EntryFilter(parentIDs: [])).isEmpty)
     }
 
+    @Test("descendants: every level under the roots once, through cycles, nothing beside them", arguments: StoreBackends.all)
+    func descendants(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let child = try Self.entry("/child", parent: "/node/a")
+        let grandchild = try Self.entry("/grandchild", parent: "/child")
+        // Its ID is the root's: the walk must not go round again.
+        let cycle = try Self.entry("/node/a", parent: "/grandchild")
+        let other = try Self.entry("/other", parent: "/node/b")
+        let wide = try (0..<600).map { try Self.entry("/wide/\($0)", parent: "/child", selectors: ["unix:uid:\($0)"]) }
+        for entry in [child, grandchild, cycle, other] + wide { _ = try await store.createEntry(entry, audit: Self.audit("entry.create")) }
+        let found = try await store.descendants(of: [try SPIFFEID(parsing: "spiffe://example.org/node/a")])
+        #expect(found.count == 603)
+        #expect(Set(found.map(\.id)) == Set([child, grandchild, cycle].map(\.id) + wide.map(\.id)))
+        #expect(found.first == child)
+        #expect(try await store.descendants(of: []).isEmpty)
+    }
+
     @Test("an identical entry is refused as already existing, whatever the selector order", arguments: StoreBackends.all)
     func duplicate(_ backend: StoreBackend) async throws {
         let dir = try TemporaryDirectory("store")
