@@ -25,6 +25,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     let logger: Logger
     let now: @Sendable () -> Date
     let nonces: NonceStore
+    let limiter: AttestationLimiter
 
     static let maximumBatch = 500
 
@@ -33,7 +34,15 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     func attestAgent(
         request: StreamingServerRequest<AgentAPI_AttestRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<AgentAPI_AttestResponse> {
-        StreamingServerResponse { writer in
+        let peer = context.remotePeer
+        if let wait = await limiter.retryAfter(peer) {
+            logger.warning("attestation refused: too many failures", metadata: ["peer": "\(peer)"])
+            throw RPCError(
+                code: .resourceExhausted,
+                message: "attestation: too many failed attempts from \(AttestationLimiter.host(of: peer)); retry in \(Int(wait.rounded(.up))) s"
+            )
+        }
+        return StreamingServerResponse { writer in
             var messages = request.messages.makeAsyncIterator()
             do {
                 guard let first = try await messages.next(), case .params(let params)? = first.step else {
@@ -88,7 +97,8 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 })
                 return [:]
             } catch let error as RPCError {
-                logger.warning("attestation refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)", "peer": "\(context.remotePeer)"])
+                await limiter.recordFailure(peer)
+                logger.warning("attestation refused", metadata: ["code": "\(error.code)", "reason": "\(error.message)", "peer": "\(peer)"])
                 throw error
             }
         }

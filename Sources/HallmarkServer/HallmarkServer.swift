@@ -70,7 +70,7 @@ public struct HallmarkServer: Service {
             services: [
                 AgentService(
                     config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() },
-                    nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() })
+                    nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() })
                 )
             ]
         )

@@ -241,6 +241,36 @@ struct AgentEndToEndTests {
         #expect(!agent.spiffeID.isEmpty, "the server still attests real agents")
     }
 
+    @Test("repeated failed attestations from one peer are turned away before any evidence is read")
+    func attestationRateLimit() async throws {
+        let server = try TestServer()
+        let (certificate, key) = try selfSigned()
+        func attempt(_ message: AgentAPI_AttestRequest) async -> RPCError? {
+            await #expect(throws: RPCError.self) {
+                try await withGRPCClient(transport: try agentAPI(server, certificate: certificate, key: key)) { client in
+                    try await AgentAPI_AgentAPI.Client(wrapping: client).attestAgent(
+                        requestProducer: { writer in try await writer.write(message) },
+                        onResponse: { response in for try await _ in response.messages {} }
+                    )
+                }
+            }
+        }
+        // Garbage, then guessed join tokens: each is refused for what it is.
+        let garbage = AgentAPI_AttestRequest.with { $0.challengeResponse = Data([1, 2, 3]) }
+        let guessed = AgentAPI_AttestRequest.with {
+            $0.params = AgentAPI_AttestParams.with { $0.method = "join-token"; $0.payload = Data("not-a-token".utf8); $0.csr = Data((try? SVIDRequest().csr) ?? []) }
+        }
+        for index in 0..<10 {
+            let error = await attempt(index < 5 ? garbage : guessed)
+            #expect(error?.code == .invalidArgument || error?.code == .permissionDenied, "attempt \(index): \(String(describing: error))")
+        }
+        // The eleventh within the minute is turned away unread, with when to come back.
+        let limited = await attempt(guessed)
+        #expect(limited?.code == .resourceExhausted, "\(String(describing: limited))")
+        #expect(limited?.message.contains("too many failed attempts from ipv4:127.0.0.1; retry in") == true, "\(String(describing: limited))")
+        #expect(server.log.contains("attestation refused: too many failures"))
+    }
+
     @Test("a CSR for an entry the agent may not hold is refused and logged; its own are signed")
     func unauthorisedCSR() async throws {
         let server = try TestServer()
