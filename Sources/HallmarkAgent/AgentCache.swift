@@ -18,8 +18,8 @@ public struct HeldSVID: Sendable, Equatable {
     public let id: SPIFFEID
     public let notBefore: Date
     public let expiresAt: Date
-    /// Key identifiers of the authorities above the leaf.
-    public let issuerKeyIDs: Set<String>
+    /// Key identifiers of the authorities above the leaf (one or two: an array is smaller than a set).
+    public let issuerKeyIDs: [String]
 
     public init(_ svid: X509SVID) throws {
         chainDER = svid.chainDER
@@ -27,7 +27,7 @@ public struct HeldSVID: Sendable, Equatable {
         id = svid.id
         notBefore = svid.leaf.notValidBefore
         expiresAt = svid.expiresAt
-        issuerKeyIDs = svid.issuerKeyIDs
+        issuerKeyIDs = svid.issuerKeyIDs.sorted()
     }
 
     /// Past half of its life at `time`: due for renewal.
@@ -91,7 +91,7 @@ public final class AgentCache: Sendable {
             defer { changes.notify() }
             return entries.filter { entry in
                 guard Self.wantsSVID(entry), let held = state.svids[entry.id] else { return Self.wantsSVID(entry) }
-                return held.revision != entry.revisionNumber || !held.svid.issuerKeyIDs.isDisjoint(with: tainted)
+                return held.revision != entry.revisionNumber || held.svid.issuerKeyIDs.contains(where: tainted.contains)
             }
         }
     }
