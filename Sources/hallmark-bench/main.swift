@@ -20,12 +20,15 @@ let directory = (CommandLine.arguments[0] as NSString).deletingLastPathComponent
 let hallmark = argument("--hallmark") ?? (directory as NSString).appendingPathComponent("hallmark")
 let cfssl = argument("--cfssl") ?? ["/usr/bin/cfssl", "/usr/local/bin/cfssl"].first { FileManager.default.isExecutableFile(atPath: $0) }
 
+/// Writes a line at once (unbuffered), so that a long run shows its progress through a pipe.
+func say(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+
 var figures: [Figure] = []
 @MainActor func report(_ new: [Figure]) {
     for figure in new {
         let value = figure.value.isNaN ? "-" : "\(Figure.format(figure.value)) \(figure.unit)"
         let met = figure.met.map { $0 ? "yes" : "NO" } ?? ""
-        print(
+        say(
             figure.name.padding(toLength: 40, withPad: " ", startingAt: 0) + value.padding(toLength: 22, withPad: " ", startingAt: 0)
                 + figure.target.padding(toLength: 10, withPad: " ", startingAt: 0) + met.padding(toLength: 5, withPad: " ", startingAt: 0)
                 + figure.note
@@ -34,7 +37,7 @@ var figures: [Figure] = []
     figures += new
 }
 
-print("what".padding(toLength: 40, withPad: " ", startingAt: 0) + "value".padding(toLength: 22, withPad: " ", startingAt: 0) + "target    met  note")
+say("what".padding(toLength: 40, withPad: " ", startingAt: 0) + "value".padding(toLength: 22, withPad: " ", startingAt: 0) + "target    met  note")
 do {
     if only.contains("signing") { report(try signingBenchmarks(seconds: seconds)) }
     if only.contains("system") {
@@ -56,4 +59,4 @@ encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
 encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
 encoder.keyEncodingStrategy = .convertToSnakeCase
 try encoder.encode(Results(secondsPerMeasurement: seconds, quick: quick, figures: figures)).write(to: URL(fileURLWithPath: output))
-print("wrote \(output)")
+say("wrote \(output)")
