@@ -78,6 +78,13 @@ public struct HallmarkAgent: Service {
         // Only the agent may write the socket's directory, so no one can swap the socket.
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
         var info = stat()
+        guard stat(directory, &info) == 0 else { throw AgentError("agent: cannot read the socket directory \(directory)") }
+        guard info.st_mode & 0o022 == 0, info.st_uid == geteuid() else {
+            throw AgentError(
+                "agent: the socket directory \(directory) (mode \(String(info.st_mode & 0o7777, radix: 8)), owner uid \(info.st_uid)) must be "
+                    + "owned by the agent's user and writable by no one else, or another user could replace the socket; use chmod 755"
+            )
+        }
         if lstat(path, &info) == 0 {
             guard (info.st_mode & S_IFMT) == S_IFSOCK else { throw AgentError("agent: \(path) exists and is not a socket") }
             unlink(path)

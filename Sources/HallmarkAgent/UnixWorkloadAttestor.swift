@@ -39,10 +39,12 @@ public final class UnixWorkloadAttestor: Sendable {
     }
 
     private func digest(exe: String, path: String) -> String? {
-        guard let attributes = try? FileManager.default.attributesOfItem(atPath: exe) else { return nil }
-        let size = (attributes[.size] as? NSNumber)?.intValue ?? -1
-        let modified = attributes[.modificationDate] as? Date ?? .distantPast
-        let inode = (attributes[.systemFileNumber] as? NSNumber)?.uint64Value ?? 0
+        // stat(2) directly: this runs on every Workload API call.
+        var info = stat()
+        guard stat(exe, &info) == 0 else { return nil }
+        let size = Int(info.st_size)
+        let modified = Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec) + TimeInterval(info.st_mtim.tv_nsec) / 1e9)
+        let inode = UInt64(info.st_ino)
         if let cached = digests.withLock({ $0[path] }), cached.size == size, cached.modified == modified, cached.inode == inode {
             return cached.hex
         }

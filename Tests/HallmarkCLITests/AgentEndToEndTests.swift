@@ -65,6 +65,18 @@ struct AgentEndToEndTests {
         #expect(dataMode == 0o700)
         let keyMode = (try FileManager.default.attributesOfItem(atPath: "\(agent.dataDir)/agent-svid.key")[.posixPermissions] as? NSNumber)?.intValue
         #expect(keyMode == 0o600)
+
+        // A socket directory others may write is refused: anyone could swap the socket for their own.
+        let open = server.dir.path("open-socket")
+        try FileManager.default.createDirectory(atPath: open, withIntermediateDirectories: true)
+        chmod(open, 0o777)
+        let refused = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("open-data"), "--server", server.agentAddress, "--insecure-bootstrap",
+            "--socket", open + "/api.sock", "--join-token", try TestAgent.token(server),
+        ], timeout: 60)
+        #expect(refused.status != 0)
+        #expect(refused.stderr.contains("socket directory \(open) (mode 777"), "\(refused.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: open + "/api.sock"))
     }
 
     @Test("JWT-SVIDs: fetched over the Workload API and validated by the agent")
