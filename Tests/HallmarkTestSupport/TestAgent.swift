@@ -8,6 +8,8 @@ public final class TestAgent: @unchecked Sendable {
     public let socket: String
     public private(set) var spiffeID = ""
     private var process: Process?
+    /// The running agent's process ID, for /proc.
+    public var pid: Int32? { process?.processIdentifier }
     private var starts = 0
 
     /// Starts the agent and waits until it serves the Workload API: attested with a join token
