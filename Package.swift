@@ -39,6 +39,12 @@ let package = Package(
         .library(name: "SPIFFE", targets: ["SPIFFE"]),
         .library(name: "SPIFFEWorkloadAPI", targets: ["SPIFFEWorkloadAPI"]),
         .library(name: "SPIFFETLS", targets: ["SPIFFETLS"]),
+        // For the fuzz targets in Fuzz/, which build as a package of their own.
+        .library(name: "HallmarkProto", targets: ["HallmarkProto"]),
+        .library(name: "HallmarkCA", targets: ["HallmarkCA"]),
+        .library(name: "HallmarkTPM", targets: ["HallmarkTPM"]),
+        .library(name: "HallmarkGPU", targets: ["HallmarkGPU"]),
+        .library(name: "HallmarkServer", targets: ["HallmarkServer"]),
         .executable(name: "hallmark", targets: ["hallmark"]),
         .executable(name: "mtls-echo", targets: ["mtls-echo"]),
     ],

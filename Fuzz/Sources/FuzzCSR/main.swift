@@ -1,0 +1,28 @@
+// CSRs as the agent API receives them: the CA parses, checks the signature and key, and signs;
+// or refuses with a CAError. A signed leaf must carry the registered ID and the CSR's key.
+
+import Foundation
+import FuzzSupport
+import HallmarkCA
+import SPIFFE
+import X509
+
+let ca = try! X509CA.selfSigned(trustDomain: try! TrustDomain("example.org"), ttl: 86400 * 365 * 10, now: fuzzNow)
+let id = try! SPIFFEID(parsing: "spiffe://example.org/model/llama")
+
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzCSR(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
+    let csr = fuzzInput(start, count)
+    do {
+        let issued = try ca.issueX509SVID(X509SVIDParams(csr: csr, spiffeID: id, dnsNames: ["llama.example.org"], ttl: 3600, now: fuzzNow))
+        let leaf = try Certificate(derEncoded: issued.chain[0])
+        let key = try X509CA.checkedCSRKey(csr)
+        let leafID = try SPIFFEID(x509SVIDLeaf: leaf)
+        precondition(leaf.publicKey == key, "the leaf's key is not the CSR's")
+        precondition(leafID == id, "the leaf names \(leafID), not \(id)")
+    } catch is CAError {
+    } catch {
+        preconditionFailure("an unexpected error: \(error)")
+    }
+    return 0
+}
