@@ -4,12 +4,16 @@
 import FuzzSupport
 import HallmarkGPU
 
-/// Hopper reports are a few KB; far longer inputs only slow the run down.
-let longest = 1 << 16
+/// What every input is checked against, built once on first use: libFuzzer supplies `main`, so
+/// top-level code here never runs and a plain global would stay uninitialised.
+enum Fixture {
+    /// Hopper reports are a few KB; far longer inputs only slow the run down.
+    static let longest = 1 << 16
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzSPDMReport(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
-    guard count <= longest else { return 0 }
+    guard count <= Fixture.longest else { return 0 }
     let bytes = fuzzInput(start, count)
     guard let report = try? SPDMReport(bytes: bytes) else { return 0 }
     precondition(report.signature.count == SPDMReport.signatureLength)

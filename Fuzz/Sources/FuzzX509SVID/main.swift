@@ -7,18 +7,22 @@ import Foundation
 import FuzzSupport
 import SPIFFE
 
-let bundle = X509Bundle(
-    trustDomain: try! TrustDomain("example.org"),
-    authorities: try! X509SVID.certificates(
-        pem: String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("ca.pem"), encoding: .utf8)
+/// What every input is checked against, built once on first use: libFuzzer supplies `main`, so
+/// top-level code here never runs and a plain global would stay uninitialised.
+enum Fixture {
+    static let bundle = X509Bundle(
+        trustDomain: try! TrustDomain("example.org"),
+        authorities: try! X509SVID.certificates(
+            pem: String(contentsOf: URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("ca.pem"), encoding: .utf8)
+        )
     )
-)
+}
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzX509SVID(_ start: UnsafeRawPointer, _ count: Int) -> CInt {
     let bytes = fuzzInput(start, count)
     guard let chain = try? X509SVID.certificates(der: bytes) else { return 0 }
-    let verified = blocking { try? await X509SVIDVerifier(bundles: bundle).verify(chain, at: fuzzNow) }
+    let verified = blocking { try? await X509SVIDVerifier(bundles: Fixture.bundle).verify(chain, at: fuzzNow) }
     if let verified {
         precondition(verified.id.trustDomain.name == "example.org", "verified an ID outside the bundle's trust domain: \(verified.id)")
     }
