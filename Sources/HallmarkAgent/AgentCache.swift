@@ -21,8 +21,9 @@ public struct HeldSVID: Sendable, Equatable {
     /// Key identifiers of the authorities above the leaf (one or two: an array is smaller than a set).
     public let issuerKeyIDs: [String]
 
-    public init(_ svid: X509SVID) throws {
-        chainDER = svid.chainDER
+    /// - Parameter chainDER: the chain as received, when at hand (saves serialising it again).
+    public init(_ svid: X509SVID, chainDER: [UInt8]? = nil) throws {
+        self.chainDER = chainDER ?? svid.chainDER
         privateKeyDER = try svid.privateKeyDER()
         id = svid.id
         notBefore = svid.leaf.notValidBefore

@@ -331,7 +331,8 @@ final class ServerLink: Sendable {
                 }
                 do {
                     let chain = try result.chain.map { try Certificate(derEncoded: Array($0)) }
-                    signed.append((result.entryID, revision, try HeldSVID(X509SVID(certificates: chain, privateKey: key, hint: ""))))
+                    let svid = try X509SVID(certificates: chain, privateKey: key, hint: "")
+                    signed.append((result.entryID, revision, try HeldSVID(svid, chainDER: result.chain.flatMap { Array($0) })))
                 } catch {
                     logger.error("the server returned an unusable SVID", metadata: ["entry": "\(result.entryID)", "error": "\(error)"])
                 }

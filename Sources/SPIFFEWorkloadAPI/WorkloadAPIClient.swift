@@ -52,7 +52,8 @@ public struct WorkloadAPIClient: Sendable {
         return try WorkloadAPIClient(endpoint: value)
     }
 
-    static let metadata: Metadata = {
+    /// The metadata every Workload API call must carry (the security header).
+    public static let securityMetadata: Metadata = {
         var metadata = Metadata()
         metadata.addString(WorkloadAPI.securityHeaderValue, forKey: WorkloadAPI.securityHeaderKey)
         return metadata
@@ -77,7 +78,7 @@ public struct WorkloadAPIClient: Sendable {
     @discardableResult
     public func watchX509Contexts(_ handler: @Sendable @escaping (X509Context) async throws -> Bool) async throws -> X509Context {
         try await withClient { client in
-            try await client.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: Self.metadata) { response in
+            try await client.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: Self.securityMetadata) { response in
                 var last: X509Context?
                 for try await message in response.messages {
                     let context = try Self.context(message)
@@ -115,7 +116,7 @@ public struct WorkloadAPIClient: Sendable {
                     $0.audience = audience
                     $0.spiffeID = spiffeID?.description ?? ""
                 },
-                metadata: Self.metadata
+                metadata: Self.securityMetadata
             )
             return try response.svids.map { FetchedJWTSVID(spiffeID: try SPIFFEID(parsing: $0.spiffeID), token: $0.svid, hint: $0.hint) }
         }
@@ -130,7 +131,7 @@ public struct WorkloadAPIClient: Sendable {
     @discardableResult
     public func watchJWTBundles(_ handler: @Sendable @escaping (JWTBundleSet) async throws -> Bool) async throws -> JWTBundleSet {
         try await withClient { client in
-            try await client.fetchJWTBundles(WorkloadAPI_JWTBundlesRequest(), metadata: Self.metadata) { response in
+            try await client.fetchJWTBundles(WorkloadAPI_JWTBundlesRequest(), metadata: Self.securityMetadata) { response in
                 var last: JWTBundleSet?
                 for try await message in response.messages {
                     var set = JWTBundleSet()
@@ -156,7 +157,7 @@ public struct WorkloadAPIClient: Sendable {
     @discardableResult
     public func watchX509Bundles(_ handler: @Sendable @escaping (X509BundleSet) async throws -> Bool) async throws -> X509BundleSet {
         try await withClient { client in
-            try await client.fetchX509Bundles(WorkloadAPI_X509BundlesRequest(), metadata: Self.metadata) { response in
+            try await client.fetchX509Bundles(WorkloadAPI_X509BundlesRequest(), metadata: Self.securityMetadata) { response in
                 var last: X509BundleSet?
                 for try await message in response.messages {
                     var set = X509BundleSet()
@@ -180,7 +181,7 @@ public struct WorkloadAPIClient: Sendable {
                     $0.audience = audience
                     $0.svid = token
                 },
-                metadata: Self.metadata
+                metadata: Self.securityMetadata
             )
             return try SPIFFEID(parsing: response.spiffeID)
         }

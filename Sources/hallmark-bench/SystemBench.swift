@@ -258,7 +258,7 @@ func fetchLatencies(socket: String, clients: Int, fetchesPerClient: Int) async t
                     for _ in 0..<fetchesPerClient {
                         try await Task.sleep(for: .milliseconds(Int.random(in: 0..<200)))
                         let start = monotonic()
-                        let first: Double = try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: workloadMetadata) { response in
+                        let first: Double = try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: WorkloadAPIClient.securityMetadata) { response in
                             for try await message in response.messages where !message.svids.isEmpty { return monotonic() }
                             throw BenchError("fetch: the stream ended without an SVID")
                         }
@@ -273,9 +273,3 @@ func fetchLatencies(socket: String, clients: Int, fetchesPerClient: Int) async t
         return all
     }
 }
-
-let workloadMetadata: Metadata = {
-    var metadata = Metadata()
-    metadata.addString(WorkloadAPI.securityHeaderValue, forKey: WorkloadAPI.securityHeaderKey)
-    return metadata
-}()

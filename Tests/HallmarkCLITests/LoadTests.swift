@@ -19,12 +19,6 @@ private final class StreamCounts: Sendable {
 
 @Suite("load")
 struct LoadTests {
-    static let security: Metadata = {
-        var metadata = Metadata()
-        metadata.addString(WorkloadAPI.securityHeaderValue, forKey: WorkloadAPI.securityHeaderKey)
-        return metadata
-    }()
-
     static func openDescriptors(_ pid: Int32) -> Int {
         (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").count) ?? -1
     }
@@ -76,7 +70,7 @@ struct LoadTests {
                             try await withThrowingTaskGroup(of: Void.self) { inner in
                                 for stream in 0..<50 {
                                     inner.addTask {
-                                        try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: Self.security) { response in
+                                        try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: WorkloadAPIClient.securityMetadata) { response in
                                             for try await _ in response.messages { counts.received(connection * 50 + stream) }
                                         }
                                     }
@@ -89,7 +83,7 @@ struct LoadTests {
                 // One more stream whose client never reads a message.
                 group.addTask {
                     try await client.withClient { api in
-                        try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: Self.security) { _ in
+                        try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: WorkloadAPIClient.securityMetadata) { _ in
                             try await Task.sleep(for: .seconds(600))
                         }
                     }
