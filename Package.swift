@@ -183,7 +183,7 @@ let package = Package(
         ),
         .testTarget(
             name: "HallmarkServerTests",
-            dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "HallmarkAttestation", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
         .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),

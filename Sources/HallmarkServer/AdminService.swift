@@ -19,6 +19,8 @@ import X509
 struct AdminService: Admin_Admin.ServiceProtocol {
     let config: ServerConfig
     let store: any Store
+    /// The entries in memory, for authorisation.
+    let index: EntryIndex
     let ca: CAManager
     let events: Broadcast
     let logger: Logger
@@ -202,7 +204,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     /// What an agent's removal affects, for the audit record.
     private func affectedEntries(_ id: SPIFFEID) async throws -> String {
         guard let node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
-        let entries = try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain)
+        let entries = try await AgentAuthorization.entries(for: node, index: index, trustDomain: config.trustDomain)
         return "\(entries.count) entries no longer served: " + entries.prefix(20).map(\.id).joined(separator: ",")
     }
 

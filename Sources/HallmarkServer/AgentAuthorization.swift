@@ -13,15 +13,9 @@ public enum AgentAuthorization {
         try! SPIFFEID(trustDomain: trustDomain, segments: ["hallmark", "server"])
     }
 
-    /// Every entry the agent of `node` is authorised for.
-    public static func entries(for node: AttestedNode, store: any Store, trustDomain: TrustDomain) async throws -> [RegistrationEntry] {
-        var roots: [SPIFFEID] = [node.spiffeID]
-        let nodeSelectors = Set(node.selectors)
-        for alias in try await store.entries(matching: EntryFilter(parentID: serverID(trustDomain))) where nodeSelectors.satisfies(alias.selectors) {
-            roots.append(alias.spiffeID)
-        }
-        let authorised = try await store.descendants(of: roots)
-        // Oldest first, so that the default SVID (the first) stays put as entries are added.
-        return authorised.sorted { $0.createdAt < $1.createdAt }
+    /// Every entry the agent of `node` is authorised for, oldest first, so that the default SVID
+    /// (the first) stays put as entries are added.
+    public static func entries(for node: AttestedNode, index: EntryIndex, trustDomain: TrustDomain) async throws -> [RegistrationEntry] {
+        try await index.authorised(agent: node.spiffeID, nodeSelectors: Set(node.selectors), aliasParent: serverID(trustDomain))
     }
 }

@@ -20,6 +20,8 @@ import X509
 struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     let config: ServerConfig
     let store: any Store
+    /// The entries in memory, for authorisation.
+    let index: EntryIndex
     let ca: CAManager
     let events: Broadcast
     let logger: Logger
@@ -163,7 +165,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     logger.notice("entry stream closed: agent no longer attested", metadata: ["agent": "\(node.spiffeID)"])
                     throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested")
                 }
-                let entries = try await AgentAuthorization.entries(for: current, store: store, trustDomain: config.trustDomain)
+                let entries = try await AgentAuthorization.entries(for: current, index: index, trustDomain: config.trustDomain)
                 let bundle = try await ca.bundle()
                 let tainted = await ca.taintedAuthorityIDs()
                 let message = AgentAPI_SyncResponse.with {
@@ -189,7 +191,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 throw RPCError(code: .invalidArgument, message: "batch: at most \(Self.maximumBatch) CSRs a call, not \(params.count)")
             }
             let authorised = Dictionary(
-                uniqueKeysWithValues: try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain).map { ($0.id, $0) }
+                uniqueKeysWithValues: try await AgentAuthorization.entries(for: node, index: index, trustDomain: config.trustDomain).map { ($0.id, $0) }
             )
             let time = now()
             let signer = try await ca.activeX509()
@@ -227,7 +229,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     func newJWTSVID(request: ServerRequest<AgentAPI_NewJWTSVIDRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_NewJWTSVIDResponse> {
         try await guarded("jwt.issue", context) {
             let node = try await callingAgent(context)
-            let entries = try await AgentAuthorization.entries(for: node, store: store, trustDomain: config.trustDomain)
+            let entries = try await AgentAuthorization.entries(for: node, index: index, trustDomain: config.trustDomain)
             guard let entry = entries.first(where: { $0.id == request.message.entryID }) else {
                 throw RPCError(code: .permissionDenied, message: "entry \(request.message.entryID) is not authorised for \(node.spiffeID)")
             }

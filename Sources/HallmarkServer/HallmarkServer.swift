@@ -31,6 +31,7 @@ public struct HallmarkServer: Service {
         let ca = CAManager(config: config, store: store, logger: logger)
         try await ca.start()
         let events = Broadcast()
+        let index = EntryIndex(store: store)
 
         let socketPath = config.adminSocketPath
         try Self.prepareSocketPath(socketPath)
@@ -41,7 +42,7 @@ public struct HallmarkServer: Service {
                 address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
                 config: PeerCredentials.serverTransportConfig()
             ),
-            services: [AdminService(config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() })],
+            services: [AdminService(config: config, store: store, index: index, ca: ca, events: events, logger: logger, now: { Date() })],
             interceptors: [
                 PeerCredentialsInterceptor { credentials, method in
                     guard credentials.uid == 0 || adminUIDs.contains(credentials.uid) else {
@@ -69,7 +70,7 @@ public struct HallmarkServer: Service {
             ),
             services: [
                 AgentService(
-                    config: config, store: store, ca: ca, events: events, logger: logger, now: { Date() },
+                    config: config, store: store, index: index, ca: ca, events: events, logger: logger, now: { Date() },
                     nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() })
                 )
             ]
@@ -85,6 +86,17 @@ public struct HallmarkServer: Service {
                             try await Self.renewServerSVID(reloader: reloader, ca: ca, config: config, logger: logger)
                         }
                     } catch is CancellationError {}
+                }
+                group.addTask {
+                    // Until the entries are in memory, authorisation reads them from the store.
+                    let start = Date()
+                    do {
+                        let count = try await index.load()
+                        let seconds = String(format: "%.2f", Date().timeIntervalSince(start))
+                        logger.info("entry index loaded", metadata: ["entries": "\(count)", "seconds": "\(seconds)"])
+                    } catch {
+                        logger.error("entry index not loaded; authorisation keeps reading the store", metadata: ["error": "\(error)"])
+                    }
                 }
                 group.addTask {
                     do {

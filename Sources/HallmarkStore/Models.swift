@@ -205,6 +205,27 @@ public struct AuditVerification: Hashable, Sendable {
     }
 }
 
+/// Registration entries as of one point of the change log.
+public struct EntrySnapshot: Sendable {
+    /// Every entry (a full snapshot) or those created or changed since an earlier point.
+    public var entries: [RegistrationEntry]
+    /// Each entry's place in storage order (its row), by which entries created in the same second
+    /// are ordered; an update stores an entry anew, at a later place.
+    public var positions: [Int64]
+    /// Entries deleted since the earlier point.
+    public var removedIDs: [String]
+    /// The change log's latest sequence when the snapshot was read.
+    public var sequence: Int64
+
+    public init(entries: [RegistrationEntry], positions: [Int64], removedIDs: [String], sequence: Int64) {
+        precondition(entries.count == positions.count, "one position per entry")
+        self.entries = entries
+        self.positions = positions
+        self.removedIDs = removedIDs
+        self.sequence = sequence
+    }
+}
+
 /// One entry of the change log.
 public struct Change: Hashable, Sendable {
     public enum Kind: String, Sendable { case entry, node, bundle }

@@ -147,19 +147,47 @@ public final class SQLiteStore: Store {
             var visited = Set(roots)
             var level = roots
             var seen = Set<String>()
-            var found: [RegistrationEntry] = []
+            var found: [(entry: RegistrationEntry, position: Int64)] = []
             while !level.isEmpty {
                 var next: [SPIFFEID] = []
                 for start in stride(from: 0, to: level.count, by: Self.parentsPerQuery) {
                     let parents = Array(level[start..<min(start + Self.parentsPerQuery, level.count)])
-                    for entry in try Self.fetchEntries(db, EntryFilter(parentIDs: parents)) where seen.insert(entry.id).inserted {
-                        found.append(entry)
+                    let rows = try Self.fetchRows(db, EntryFilter(parentIDs: parents))
+                    for (entry, position) in zip(rows.entries, rows.positions) where seen.insert(entry.id).inserted {
+                        found.append((entry, position))
                         if visited.insert(entry.spiffeID).inserted { next.append(entry.spiffeID) }
                     }
                 }
                 level = next
             }
-            return found
+            // Levels were each in order; all of them together are put in the same order.
+            return found.sorted { ($0.entry.createdAt, $0.position) < ($1.entry.createdAt, $1.position) }.map(\.entry)
+        }
+    }
+
+    public func allEntries() async throws -> EntrySnapshot {
+        try await pool.read { db in
+            let count = try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM entries") ?? 0
+            let rows = try Self.fetchRows(db, .all, order: "e.rowid", expected: count)
+            return EntrySnapshot(entries: rows.entries, positions: rows.positions, removedIDs: [], sequence: try Self.latestChange(db))
+        }
+    }
+
+    public func entryChanges(after sequence: Int64) async throws -> EntrySnapshot {
+        // Most calls find nothing new, which is one indexed read: done here, without a hop to a
+        // reader's queue and back (two thread wake-ups, most of the cost of the call).
+        let latest = try latestChangeNow()
+        guard latest > sequence else { return EntrySnapshot(entries: [], positions: [], removedIDs: [], sequence: latest) }
+        return try await pool.read { db in
+            let latest = try Self.latestChange(db)
+            let changed = try Self.fetchRows(db, .all, changedAfter: sequence, order: "e.rowid")
+            let keys = try String.fetchAll(
+                db.cachedStatement(sql: "SELECT DISTINCT key FROM change_log WHERE kind = 'entry' AND sequence > ?"), arguments: [sequence]
+            )
+            let present = Set(changed.entries.map(\.id))
+            return EntrySnapshot(
+                entries: changed.entries, positions: changed.positions, removedIDs: keys.filter { !present.contains($0) }, sequence: latest
+            )
         }
     }
 
@@ -210,9 +238,22 @@ public final class SQLiteStore: Store {
         }
     }
 
+    /// Entries matching `filter`, oldest first.
     private static func fetchEntries(_ db: Database, _ filter: EntryFilter) throws -> [RegistrationEntry] {
+        try fetchRows(db, filter).entries
+    }
+
+    /// Entries matching `filter` (and, with `changedAfter`, changed after that change-log
+    /// sequence), with their rows' places in storage order (rowids) alongside.
+    private static func fetchRows(
+        _ db: Database, _ filter: EntryFilter, changedAfter: Int64? = nil, order: String = "e.created_at, e.rowid", expected: Int = 0
+    ) throws -> (entries: [RegistrationEntry], positions: [Int64]) {
         var conditions: [String] = []
         var arguments: StatementArguments = []
+        if let changedAfter {
+            conditions.append("e.id IN (SELECT key FROM change_log WHERE kind = 'entry' AND sequence > ?)")
+            arguments += [changedAfter]
+        }
         if let id = filter.id {
             conditions.append("e.id = ?")
             arguments += [id]
@@ -226,7 +267,7 @@ public final class SQLiteStore: Store {
             arguments += [parentID.description]
         }
         if let parentIDs = filter.parentIDs {
-            guard !parentIDs.isEmpty else { return [] }
+            guard !parentIDs.isEmpty else { return ([], []) }
             conditions.append("e.parent_id IN (\(Array(repeating: "?", count: parentIDs.count).joined(separator: ",")))")
             arguments += StatementArguments(parentIDs.map(\.description))
         }
@@ -239,13 +280,16 @@ public final class SQLiteStore: Store {
         let select = try db.cachedStatement(
             sql: """
                 SELECT e.id, e.spiffe_id, e.parent_id, e.selector_key, e.x509_svid_ttl, e.jwt_svid_ttl, e.admin, e.downstream,
-                       e.expires_at, e.hint, e.revision_number, e.created_at
-                FROM entries e \(whereClause) ORDER BY e.created_at, e.rowid
+                       e.expires_at, e.hint, e.revision_number, e.created_at, e.rowid
+                FROM entries e \(whereClause) ORDER BY \(order)
                 """
         )
         // Entries under one parent share it: parse each distinct ID once.
         var parents: [String: SPIFFEID] = [:]
         var entries: [RegistrationEntry] = []
+        var positions: [Int64] = []
+        entries.reserveCapacity(expected)
+        positions.reserveCapacity(expected)
         let rows = try Row.fetchCursor(select, arguments: arguments)
         while let row = try rows.next() {
             let parentText: String = row[2]
@@ -260,8 +304,9 @@ public final class SQLiteStore: Store {
                 expiresAt: (row[8] as Int64?).map { Date(timeIntervalSince1970: TimeInterval($0)) },
                 hint: row[9], revisionNumber: row[10], createdAt: Date(timeIntervalSince1970: TimeInterval(row[11] as Int64))
             ))
+            positions.append(row[12])
         }
-        guard !entries.isEmpty else { return [] }
+        guard !entries.isEmpty else { return ([], []) }
         let scope = conditions.isEmpty ? "" : "WHERE entry_id IN (SELECT e.id FROM entries e \(whereClause))"
         var dnsNames: [String: [String]] = [:]
         let names = try Row.fetchCursor(
@@ -271,7 +316,7 @@ public final class SQLiteStore: Store {
         if !dnsNames.isEmpty {
             for index in entries.indices { entries[index].dnsNames = dnsNames[entries[index].id] ?? [] }
         }
-        return entries
+        return (entries, positions)
     }
 
     // MARK: Join tokens
@@ -503,7 +548,16 @@ public final class SQLiteStore: Store {
     }
 
     public func latestChange() async throws -> Int64 {
-        try await pool.read { db in try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM change_log") ?? 0 }
+        try await pool.read { db in try Self.latestChange(db) }
+    }
+
+    /// The latest change, read on the calling thread.
+    private func latestChangeNow() throws -> Int64 {
+        try pool.read { db in try Self.latestChange(db) }
+    }
+
+    private static func latestChange(_ db: Database) throws -> Int64 {
+        try Int64.fetchOne(db.cachedStatement(sql: "SELECT MAX(sequence) FROM change_log")) ?? 0
     }
 
     public func changes(after sequence: Int64) async throws -> [Change] {

@@ -12,8 +12,14 @@ public protocol Store: Sendable {
     func deleteEntry(id: String, audit: AuditEvent) async throws -> RegistrationEntry
     func entries(matching filter: EntryFilter) async throws -> [RegistrationEntry]
     /// Every entry whose parent is one of `roots` or, transitively, another such entry's SPIFFE
-    /// ID: one consistent read. Each entry appears once, in the order found.
+    /// ID: one consistent read. Each entry appears once, oldest first (creation time, then the
+    /// order they were stored in; an update stores an entry anew).
     func descendants(of roots: [SPIFFEID]) async throws -> [RegistrationEntry]
+    /// Every entry, in storage order, and the change-log sequence they are at: one consistent read.
+    func allEntries() async throws -> EntrySnapshot
+    /// The entries changed after change-log `sequence`, as they are now, and the IDs of those
+    /// since deleted: one consistent read.
+    func entryChanges(after sequence: Int64) async throws -> EntrySnapshot
     /// Entries whose `expires_at` is at or before `time` are deleted, each audited; returns them.
     func pruneExpiredEntries(at time: Date) async throws -> [RegistrationEntry]
 

@@ -3,7 +3,7 @@
 // mean little). Targets are printed beside each figure; nothing here fails on a missed target.
 //
 // Usage: hallmark-bench [--seconds S] [--output FILE] [--quick] [--only signing,system,scale]
-//                       [--hallmark PATH] [--cfssl PATH]
+//                       [--hallmark PATH] [--cfssl PATH] [--keep-scale-data DIR]
 
 import Foundation
 
@@ -43,7 +43,7 @@ do {
     if only.contains("system") {
         report(try await systemBenchmarks(hallmark: hallmark, cfssl: cfssl, sizes: quick ? .quick : SystemSizes(), seconds: seconds))
     }
-    if only.contains("scale") { report(try await scaleBenchmarks(hallmark: hallmark, sizes: quick ? .quick : ScaleSizes())) }
+    if only.contains("scale") { report(try await scaleBenchmarks(hallmark: hallmark, sizes: quick ? .quick : ScaleSizes(), keep: argument("--keep-scale-data"))) }
 } catch {
     FileHandle.standardError.write(Data("hallmark-bench: \(error)\n".utf8))
     exit(1)

@@ -13,7 +13,7 @@ struct BenchSmokeTests {
         "agentapi.batch.svids_per_cpu_second", "agentapi.batch.svids_per_second",
         "cfssl.sign.svids_per_cpu_second", "cfssl.sign.svids_per_second", "agentapi.batch / cfssl, per server core",
         "propagation p50", "propagation p99", "workloadapi.fetch_x509 p50", "workloadapi.fetch_x509 p99", "agent.rss_per_svid",
-        "scale.fill", "scale.server_ready", "scale.authorised_entries p99", "scale.server_rss",
+        "scale.fill", "scale.server_ready", "scale.index_loaded", "scale.authorised_entries p99", "scale.server_rss",
     ]
 
     @Test("a tiny run writes every figure, each with a value and, where there is a target, a verdict")

@@ -279,6 +279,69 @@ struct StoreConformanceTests {
         #expect(try await store.changes(after: changes[0].sequence).count == 1)
     }
 
+    @Test("allEntries: every entry in storage order, at the change log's latest sequence", arguments: StoreBackends.all)
+    func allEntries(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let empty = try await store.allEntries()
+        #expect(empty.entries.isEmpty && empty.removedIDs.isEmpty)
+        #expect(empty.sequence == 0)
+        let first = try Self.entry("/first")
+        var second = try Self.entry("/second")
+        // Created earlier, stored later: storage order, not creation order.
+        second.createdAt = Self.now.addingTimeInterval(-60)
+        for entry in [first, second] { _ = try await store.createEntry(entry, audit: Self.audit("entry.create")) }
+        let snapshot = try await store.allEntries()
+        #expect(snapshot.entries == [first, second])
+        #expect(snapshot.positions.count == 2 && snapshot.positions[0] < snapshot.positions[1])
+        #expect(snapshot.entries[0].dnsNames == ["a.example.org", "b.example.org"])
+        #expect(snapshot.sequence == (try await store.latestChange()))
+    }
+
+    @Test("entryChanges: entries as they are now, deletions by ID, nothing for other kinds of change", arguments: StoreBackends.all)
+    func entryChanges(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let kept = try Self.entry("/kept")
+        let changed = try Self.entry("/changed")
+        let deleted = try Self.entry("/deleted")
+        for entry in [kept, changed, deleted] { _ = try await store.createEntry(entry, audit: Self.audit("entry.create")) }
+        let start = try await store.latestChange()
+
+        var update = changed
+        update.hint = "new hint"
+        let updated = try await store.updateEntry(update, audit: Self.audit("entry.update"))
+        _ = try await store.deleteEntry(id: deleted.id, audit: Self.audit("entry.delete"))
+        let created = try await store.createEntry(try Self.entry("/created"), audit: Self.audit("entry.create"))
+        // Created and deleted within the interval: only its deletion shows.
+        let transient = try await store.createEntry(try Self.entry("/transient"), audit: Self.audit("entry.create"))
+        _ = try await store.deleteEntry(id: transient.id, audit: Self.audit("entry.delete"))
+
+        let changes = try await store.entryChanges(after: start)
+        #expect(changes.entries == [updated, created])
+        // An update stores the entry anew: after every entry stored before it.
+        let before = try await store.allEntries()
+        #expect(changes.positions == Array(before.positions.suffix(2)))
+        #expect(before.entries.map(\.id) == [kept.id, updated.id, created.id])
+        #expect(changes.entries[0].hint == "new hint" && changes.entries[0].revisionNumber == 1)
+        #expect(Set(changes.removedIDs) == [deleted.id, transient.id])
+        #expect(changes.sequence == (try await store.latestChange()))
+
+        let none = try await store.entryChanges(after: changes.sequence)
+        #expect(none.entries.isEmpty && none.removedIDs.isEmpty && none.sequence == changes.sequence)
+        // A node change moves the sequence but changes no entry.
+        try await store.saveAttestedNode(
+            AttestedNode(spiffeID: try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/x"), attestationType: "join_token",
+                         serialNumber: "01", expiresAt: Self.now.addingTimeInterval(600), attestedAt: Self.now, selectors: []),
+            audit: Self.audit("agent.attest")
+        )
+        let nodeOnly = try await store.entryChanges(after: changes.sequence)
+        #expect(nodeOnly.entries.isEmpty && nodeOnly.removedIDs.isEmpty)
+        #expect(nodeOnly.sequence > changes.sequence)
+    }
+
     @Test("data survives reopening the store", arguments: StoreBackends.all)
     func persistence(_ backend: StoreBackend) async throws {
         let dir = try TemporaryDirectory("store")
