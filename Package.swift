@@ -186,6 +186,11 @@ let package = Package(
             dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "HallmarkAttestation", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "HallmarkAgentTests",
+            dependencies: ["HallmarkAgent", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkTestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkTPMTests", dependencies: ["HallmarkTPM", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),

@@ -24,7 +24,7 @@ public final class UnixWorkloadAttestor: Sendable {
         ]
         if let user = Self.userName(peer.uid) { selectors.insert(try Selector(type: "unix", value: "user:\(user)")) }
         if let group = Self.groupName(peer.gid) { selectors.insert(try Selector(type: "unix", value: "group:\(group)")) }
-        if let path = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(peer.pid)/exe") {
+        if let path = Self.executablePath(peer.pid) {
             selectors.insert(try Selector(type: "unix", value: "path:\(path)"))
             // Hash what the process actually runs: /proc/PID/exe opens the mapped file even if it was replaced on disk.
             if let hex = digest(exe: "/proc/\(peer.pid)/exe", path: path) {
@@ -55,6 +55,18 @@ public final class UnixWorkloadAttestor: Sendable {
         let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
         digests.withLock { $0[path] = Digest(size: size, modified: modified, inode: inode, hex: hex) }
         return hex
+    }
+
+    /// Where /proc/PID/exe points, by readlink(2); nil when unreadable or not UTF-8 (two such
+    /// paths could otherwise yield the same selector).
+    static func executablePath(_ pid: Int32) -> String? {
+        withUnsafeTemporaryAllocation(of: CChar.self, capacity: Int(PATH_MAX) + 1) { buffer in
+            let count = readlink("/proc/\(pid)/exe", buffer.baseAddress!, buffer.count)
+            guard count > 0, count < buffer.count else { return nil }
+            return UnsafeRawBufferPointer(rebasing: UnsafeRawBufferPointer(buffer)[..<count]).withMemoryRebound(to: UInt8.self) {
+                String(validating: $0, as: UTF8.self)
+            }
+        }
     }
 
     static func userName(_ uid: UInt32) -> String? {

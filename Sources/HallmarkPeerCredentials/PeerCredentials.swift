@@ -58,13 +58,41 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
 
     /// The start time of a process, or nil when it is gone.
     public static func startTime(of pid: Int32) -> UInt64? {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return nil }
-        // Fields after the command name, which may itself hold spaces and parentheses; starttime is field 22.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 19 else { return nil }
-        return UInt64(fields[19])
+        // open(2) and read(2) into a stack buffer: this runs for every stream and every Workload API call.
+        let descriptor = open("/proc/\(pid)/stat", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 4096) { buffer -> UInt64? in
+            var count = 0
+            while count < buffer.count {
+                let got = read(descriptor, buffer.baseAddress! + count, buffer.count - count)
+                if got < 0 && errno == EINTR { continue }
+                guard got >= 0 else { return nil }
+                if got == 0 { break }
+                count += got
+            }
+            // A full buffer means the line may be cut short: no answer rather than a wrong one.
+            guard count < buffer.count else { return nil }
+            return startTime(statLine: UnsafeBufferPointer(rebasing: buffer[..<count]))
+        }
+    }
+
+    /// Field 22 (starttime) of a /proc/PID/stat line. The command name (field 2) is in
+    /// parentheses and may itself hold spaces and parentheses: fields are counted after the last `)`.
+    static func startTime(statLine: some BidirectionalCollection<UInt8>) -> UInt64? {
+        guard let close = statLine.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        // After the name come field 3 (state) onwards: starttime is the 20th of them.
+        let fields = statLine[statLine.index(after: close)...].split(separator: UInt8(ascii: " "), maxSplits: 20)
+        guard fields.count > 19, !fields[19].isEmpty else { return nil }
+        var value: UInt64 = 0
+        for digit in fields[19] {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else { return nil }
+            let (times10, overflow) = value.multipliedReportingOverflow(by: 10)
+            let (sum, carry) = times10.addingReportingOverflow(UInt64(digit - UInt8(ascii: "0")))
+            guard !overflow, !carry else { return nil }
+            value = sum
+        }
+        return value
     }
 
     /// Whether the process that connected is still the one with this pid.
