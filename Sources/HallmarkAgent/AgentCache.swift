@@ -19,7 +19,7 @@ public struct HeldSVID: Sendable, Equatable {
     public let notBefore: Date
     public let expiresAt: Date
     /// Key identifiers of the authorities above the leaf (one or two: an array is smaller than a set).
-    public let issuerKeyIDs: [String]
+    public internal(set) var issuerKeyIDs: [String]
 
     /// - Parameter chainDER: the chain as received, when at hand (saves serialising it again).
     public init(_ svid: X509SVID, chainDER: [UInt8]? = nil) throws {
@@ -55,12 +55,16 @@ public final class AgentCache: Sendable {
         var bySelector: [Selector: [Int]] = [:]
         var svids: [String: (revision: Int64, svid: HeldSVID)] = [:]
         var bundle: SPIFFEBundle?
+        /// The bundle's X.509 authorities, DER concatenated, as the Workload API sends them.
+        var x509BundleDER = Data()
         var jwts: [String: (token: String, keyID: String, issuedAt: Date, expiresAt: Date)] = [:]
         /// Authorities whose SVIDs must be replaced (X.509 key identifiers, JWT kids).
         var tainted: Set<String> = []
         /// Entry revisions being signed now ("ID#revision"), so that the entry stream and the
         /// renewal loop never ask the server for the same SVID at once.
         var signing: Set<String> = []
+        /// The authority key IDs the held SVIDs name, each string kept once.
+        var keyIDs: Set<String> = []
     }
 
     private let state = Mutex(State())
@@ -84,7 +88,10 @@ public final class AgentCache: Sendable {
             for (index, selectors) in state.selectors.enumerated() {
                 for selector in Set(selectors ?? []) { state.bySelector[selector, default: []].append(index) }
             }
-            if let bundle { state.bundle = bundle }
+            if let bundle {
+                state.bundle = bundle
+                state.x509BundleDER = Data(bundle.x509Bundle.der)
+            }
             state.tainted = tainted
             let ids = Set(entries.map(\.id))
             state.svids = state.svids.filter { ids.contains($0.key) }
@@ -124,8 +131,14 @@ public final class AgentCache: Sendable {
         guard !svids.isEmpty else { return }
         state.withLock { state in
             let ids = Set(state.entries.map(\.id))
-            for item in svids where ids.contains(item.entryID) {
-                state.svids[item.entryID] = (item.revision, item.svid)
+            // Every SVID of an authority names the same key IDs, and the entry ID is the entry's:
+            // each is kept once, not once per SVID (a few hundred bytes each on 10,000 SVIDs).
+            if state.keyIDs.count > 64 { state.keyIDs = Set(state.svids.values.flatMap(\.svid.issuerKeyIDs)) }
+            for item in svids {
+                guard let id = ids.firstIndex(of: item.entryID).map({ ids[$0] }) else { continue }
+                var svid = item.svid
+                svid.issuerKeyIDs = svid.issuerKeyIDs.map { state.keyIDs.insert($0).memberAfterInsert }
+                state.svids[id] = (item.revision, svid)
             }
             changes.notify()
         }
@@ -155,6 +168,9 @@ public final class AgentCache: Sendable {
     }
 
     public var bundle: SPIFFEBundle? { state.withLock { $0.bundle } }
+
+    /// The bundle's X.509 authorities, DER concatenated (empty before the first bundle).
+    public var x509BundleDER: Data { state.withLock { $0.x509BundleDER } }
 
     /// Every identity whose entry's selectors are all among `selectors`, in the server's order.
     /// Only entries that require one of the caller's selectors are looked at (an entry with no

@@ -44,7 +44,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
 
     private func bundleDER() -> [String: Data] {
         guard let bundle = cache.bundle else { return [:] }
-        return [bundle.trustDomain.name: Data(bundle.x509Bundle.der)]
+        return [bundle.trustDomain.name: cache.x509BundleDER]
     }
 
     /// A stream that sends `message(identities)` at once and again whenever it changes, and ends
@@ -73,7 +73,7 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
         request: ServerRequest<WorkloadAPI_X509SVIDRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<WorkloadAPI_X509SVIDResponse> {
         try changeStream("FetchX509SVID", request.metadata) { [cache] identities in
-            let bundle = cache.bundle.map { Data($0.x509Bundle.der) } ?? Data()
+            let bundle = cache.x509BundleDER
             return WorkloadAPI_X509SVIDResponse.with { response in
                 response.svids = identities.map { identity in
                     WorkloadAPI_X509SVID.with {

@@ -22,7 +22,9 @@ public struct Selector: Hashable, Comparable, Sendable, CustomStringConvertible,
         guard type.utf8.count + 1 + value.utf8.count <= Self.maximumLength else {
             throw SelectorError("selector: '\(type):…' is longer than \(Self.maximumLength) bytes")
         }
-        guard !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        // Control characters (general category Cc) are exactly U+0000–U+001F and U+007F–U+009F;
+        // compared by value, as Unicode property lookups cost more than all else here.
+        guard !value.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
             throw SelectorError("selector: the value of '\(type)' contains a control character")
         }
         self.type = type

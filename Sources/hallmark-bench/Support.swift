@@ -157,6 +157,14 @@ final class Launched: @unchecked Sendable {
     }
 }
 
+/// This process's user plus system CPU time so far, in seconds.
+func processCPUSeconds() -> Double {
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    let seconds = { (time: timeval) in Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+    return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
 /// The last value of `key=N` in a log.
 func lastLogValue(_ log: String, _ key: String) -> Int {
     guard let range = log.range(of: "\(key)=", options: .backwards) else { return 0 }
