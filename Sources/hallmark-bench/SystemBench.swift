@@ -147,6 +147,15 @@ func systemBenchmarks(hallmark: String, cfssl: String?, sizes: SystemSizes, seco
             + "CPU per call: agent \(perCall(agent.cpuSeconds - agentCPU)) µs, clients \(perCall(processCPUSeconds() - clientCPU)) µs"
         figures.append(.below("workloadapi.fetch_x509 p50", quantile(fetches, 0.5) * 1000, "ms", limit: 1, note: note))
         figures.append(.below("workloadapi.fetch_x509 p99", quantile(fetches, 0.99) * 1000, "ms", limit: 5))
+        // The floor: the same load refused before the agent does anything (no security header).
+        let floorAgentCPU = agent.cpuSeconds, floorClientCPU = processCPUSeconds()
+        let floor = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.fetchesPerClient, refused: true)
+        let floorPerCall = { (seconds: Double) in Figure.format(seconds / Double(floor.count) * 1e6) }
+        figures.append(Figure(
+            name: "workloadapi.refused_call p50", value: quantile(floor, 0.5) * 1000, unit: "ms",
+            note: "the same load refused at once (no security header): gRPC alone; p99 \(Figure.format(quantile(floor, 0.99) * 1000)) ms; "
+                + "CPU per call: agent \(floorPerCall(agent.cpuSeconds - floorAgentCPU)) µs, clients \(floorPerCall(processCPUSeconds() - floorClientCPU)) µs"
+        ))
         // The same clients at a tenth of the load: what a call costs when it does not queue.
         let light = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.lightFetchesPerClient, callsPerSecond: 1)
         figures.append(Figure(
@@ -259,7 +268,10 @@ func propagationLatencies(admin: AdminClient, socket: String, base: SPIFFEID, ui
 /// `clients` connections at once, each making `fetchesPerClient` FetchX509SVID calls at random
 /// moments, ten a second on average (an open load: 100 clients make 1,000 calls a second, and
 /// a slow answer does not slow the callers down), timing each from the call to the first message.
-func fetchLatencies(socket: String, clients: Int, fetchesPerClient: Int, callsPerSecond: Int = 10) async throws -> [Double] {
+///
+/// - Parameter refused: leave out the security header, so that the agent refuses each call before
+///   any work of its own: the gRPC round trip alone, the floor under a real answer.
+func fetchLatencies(socket: String, clients: Int, fetchesPerClient: Int, callsPerSecond: Int = 10, refused: Bool = false) async throws -> [Double] {
     let meanGap = 1000 / callsPerSecond
     return try await withThrowingTaskGroup(of: [Double].self) { group in
         for _ in 0..<clients {
@@ -270,6 +282,16 @@ func fetchLatencies(socket: String, clients: Int, fetchesPerClient: Int, callsPe
                     for _ in 0..<fetchesPerClient {
                         try await Task.sleep(for: .milliseconds(Int.random(in: 0..<(2 * meanGap))))
                         let start = monotonic()
+                        if refused {
+                            do {
+                                try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest()) { response in
+                                    for try await _ in response.messages {}
+                                }
+                                throw BenchError("fetch: a call without the security header was answered")
+                            } catch let error as RPCError where error.code == .invalidArgument {}
+                            samples.append(monotonic() - start)
+                            continue
+                        }
                         let first: Double = try await api.fetchX509SVID(WorkloadAPI_X509SVIDRequest(), metadata: WorkloadAPIClient.securityMetadata) { response in
                             for try await message in response.messages where !message.svids.isEmpty { return monotonic() }
                             throw BenchError("fetch: the stream ended without an SVID")

@@ -12,7 +12,7 @@ struct BenchSmokeTests {
         "p256.sign", "p256.verify", "crypto.limit", "x509svid.sign", "x509svid.sign / crypto.limit",
         "agentapi.batch.svids_per_cpu_second", "agentapi.batch.svids_per_second",
         "cfssl.sign.svids_per_cpu_second", "cfssl.sign.svids_per_second", "agentapi.batch / cfssl, per server core",
-        "propagation p50", "propagation p99", "workloadapi.fetch_x509 p50", "workloadapi.fetch_x509 p99", "workloadapi.fetch_x509 p50, 1 call/s each", "agent.rss_per_svid",
+        "propagation p50", "propagation p99", "workloadapi.fetch_x509 p50", "workloadapi.fetch_x509 p99", "workloadapi.refused_call p50", "workloadapi.fetch_x509 p50, 1 call/s each", "agent.rss_per_svid",
         "scale.fill", "scale.server_ready", "scale.index_loaded", "scale.authorised_entries p99", "scale.server_rss",
     ]
 
