@@ -98,11 +98,10 @@ private struct Tables: Sendable {
 
     private mutating func insert(_ entry: RegistrationEntry, _ position: Int64) {
         let slot = Slot(entry: entry, position: position, idHash: entry.spiffeID.hashValue)
-        var siblings = children.removeValue(forKey: entry.parentID) ?? []
-        if siblings.isEmpty { parentHashes[entry.parentID.hashValue, default: 0] += 1 }
-        locations[entry.id] = Location(parent: entry.parentID, index: siblings.count)
-        siblings.append(slot)
-        children[entry.parentID] = siblings
+        // One lookup, and the siblings array grows in place.
+        let index = children[entry.parentID, default: []].withAppended(slot)
+        if index == 0 { parentHashes[entry.parentID.hashValue, default: 0] += 1 }
+        locations[entry.id] = Location(parent: entry.parentID, index: index)
     }
 
     private mutating func remove(_ id: String) {
@@ -143,5 +142,13 @@ private struct Tables: Sendable {
         }
         found.sort { ($0.createdAt, $0.position) < ($1.createdAt, $1.position) }
         return found.map { groups[Int($0.group)][Int($0.index)].entry }
+    }
+}
+
+extension Array {
+    /// Appends `element` and returns the index it now has.
+    fileprivate mutating func withAppended(_ element: Element) -> Int {
+        append(element)
+        return count - 1
     }
 }
