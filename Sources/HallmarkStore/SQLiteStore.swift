@@ -57,12 +57,14 @@ public final class SQLiteStore: Store {
     }
 
     // MARK: Entries
+    //
+    // Every insert, update and delete of an entries row is logged in change_log by a trigger
+    // (migration 0003), in the same transaction, whoever the writer is.
 
     public func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry {
         try await pool.write { db in
             try Self.checkNew(entry, db)
             try Self.insert(entry, db)
-            try Self.recordChange(db, .entry, entry.id, audit.time)
             try Self.append([audit], db)
             return entry
         }
@@ -75,7 +77,6 @@ public final class SQLiteStore: Store {
             for entry in entries {
                 try Self.checkNew(entry, db)
                 try Self.insert(entry, db)
-                try Self.recordChange(db, .entry, entry.id, audit.time)
             }
             try Self.append([audit], db)
         }
@@ -118,7 +119,6 @@ public final class SQLiteStore: Store {
             updated.revisionNumber = current.revisionNumber + 1
             try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [entry.id])
             try Self.insert(updated, db)
-            try Self.recordChange(db, .entry, entry.id, audit.time)
             try Self.append([audit], db)
             return updated
         }
@@ -130,7 +130,6 @@ public final class SQLiteStore: Store {
                 throw StoreError(.notFound, "store: no entry with ID \(id)")
             }
             try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
-            try Self.recordChange(db, .entry, id, audit.time)
             try Self.append([audit], db)
             return current
         }
@@ -204,7 +203,6 @@ public final class SQLiteStore: Store {
             for id in ids {
                 guard let entry = try Self.fetchEntries(db, EntryFilter(id: id)).first else { continue }
                 try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
-                try Self.recordChange(db, .entry, id, time)
                 try Self.append(
                     [AuditEvent(time: time, callerUID: -1, action: "entry.expire", target: id, detail: entry.spiffeID.description)], db
                 )

@@ -102,6 +102,20 @@ struct EntryIndexTests {
         _ = try await writer.deleteEntry(id: alias.id, audit: Self.audit)
         #expect(try await answer() == [updated])
         #expect(try await answer() == (try await Self.expected(node, store)))
+
+        // A writer that is not Hallmark at all (an operator's sqlite3): the database logs it too.
+        let raw = "spiffe://example.org/raw"
+        let sql = """
+            INSERT INTO entries (id, spiffe_id, parent_id, selector_key, x509_svid_ttl, jwt_svid_ttl, admin, downstream, hint, revision_number, created_at)
+            VALUES ('raw-1', '\(raw)', '\(node.spiffeID)', 'unix:uid:7', 0, 0, 0, 0, '', 0, \(Int(Self.now.timeIntervalSince1970) + 5));
+            INSERT INTO entry_selectors (entry_id, type, value) VALUES ('raw-1', 'unix', 'uid:7');
+            """
+        let inserted = try Run.process("/usr/bin/sqlite3", [dir.path("store.db"), sql])
+        #expect(inserted.status == 0, "\(inserted.stderr)")
+        #expect(try await answer().map(\.spiffeID.description) == [updated.spiffeID.description, raw])
+        let deleted = try Run.process("/usr/bin/sqlite3", [dir.path("store.db"), "DELETE FROM entries WHERE id = 'raw-1'"])
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        #expect(try await answer() == [updated])
     }
 
     @Test("random creates, updates and deletes: the index and the store agree after every step")
