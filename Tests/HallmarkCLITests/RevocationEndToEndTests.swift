@@ -176,10 +176,18 @@ struct RevocationEndToEndTests {
         #expect(refused.status != 0)
         let openssl = try Run.process("/usr/bin/openssl", ["verify", "-CAfile", bundle, "\(oldDir)/svid.pem"])
         #expect(openssl.status != 0, "openssl agrees: \(openssl.stdout)")
-        // The workload's current SVID, re-signed at taint, verifies against the new bundle.
+        // The workload's current SVID, re-signed at taint, verifies against the new bundle once the
+        // agent has the change (pushed, not instant: polled with a deadline).
         let currentDir = server.dir.path("current-svid")
-        #expect(try agent.workload(["svid", "fetch", "--write", currentDir]).status == 0)
-        let current = try Run.process(Run.hallmarkBinary, ["svid", "verify", "--bundle", bundle, "--chain", "\(currentDir)/svid.pem"])
+        let deadline = Date().addingTimeInterval(10)
+        var current = ProcessResult(status: -1, stdout: "", stderr: "never fetched")
+        while Date() < deadline {
+            let fetched = try agent.workload(["svid", "fetch", "--write", currentDir])
+            current = fetched.status == 0
+                ? try Run.process(Run.hallmarkBinary, ["svid", "verify", "--bundle", bundle, "--chain", "\(currentDir)/svid.pem"]) : fetched
+            if current.status == 0 { break }
+            usleep(50_000)
+        }
         #expect(current.status == 0, "\(current.stderr)")
         let spiffe = try server.hallmark(["bundle", "show", "--format", "spiffe"]).stdout
         #expect(try SPIFFEBundle(trustDomain: TrustDomain("example.org"), json: Data(spiffe.utf8)).x509Authorities.count == 1)
