@@ -111,6 +111,28 @@ struct X509SVIDSignerTests {
         _ = try await X509SVIDVerifier(bundles: X509Bundle(trustDomain: td, authorities: [ca.certificate])).verify([leaf], at: now)
     }
 
+    @Test("ECDSA signatures written as DER from r‖s are byte for byte swift-crypto's own, edge halves included")
+    func ecdsaSignatureDER() throws {
+        let p256 = P256.Signing.PrivateKey(), p384 = P384.Signing.PrivateKey()
+        for round in 0..<500 {
+            let message = Array("message \(round)".utf8)
+            let a = try p256.signature(for: message), b = try p384.signature(for: message)
+            #expect(DERWriter.ecdsaSignature(raw: Array(a.rawRepresentation)) == Array(a.derRepresentation))
+            #expect(DERWriter.ecdsaSignature(raw: Array(b.rawRepresentation)) == Array(b.derRepresentation))
+        }
+        // Halves with leading zeros, the top bit set, and the smallest value, as the library writes them.
+        let halves: [[UInt8]] = [
+            [0x00, 0x00] + Array(repeating: 0x7f, count: 30), [0x80] + Array(repeating: 0x01, count: 31),
+            Array(repeating: 0x00, count: 31) + [0x01], [0x00, 0x80] + Array(repeating: 0xff, count: 30),
+        ]
+        for r in halves {
+            for s in halves {
+                let signature = try P256.Signing.ECDSASignature(rawRepresentation: r + s)
+                #expect(DERWriter.ecdsaSignature(raw: r + s) == Array(signature.derRepresentation), "\(r.prefix(2)) \(s.prefix(2))")
+            }
+        }
+    }
+
     @Test("a CA's self-test signs and verifies a throwaway SVID", arguments: X509CA.KeyType.allCases)
     func selfTest(_ keyType: X509CA.KeyType) async throws {
         try await X509CA.selfSigned(trustDomain: td, keyType: keyType, ttl: 600, now: TestClock.now).selfTest(at: TestClock.now)
