@@ -139,22 +139,27 @@ func systemBenchmarks(hallmark: String, cfssl: String?, sizes: SystemSizes, seco
         figures.append(.below("propagation p50", quantile(propagation, 0.5) * 1000, "ms", limit: 100, note: "\(propagation.count) entry creates and deletes → open FetchX509SVID stream"))
         figures.append(.below("propagation p99", quantile(propagation, 0.99) * 1000, "ms", limit: 1000))
 
-        // CPU per call on each side: the agent's from /proc, the clients' (this process) from getrusage.
-        let agentCPU = agent.cpuSeconds, clientCPU = processCPUSeconds()
-        let fetches = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.fetchesPerClient)
-        let perCall = { (seconds: Double) in Figure.format(seconds / Double(fetches.count) * 1e6) }
-        let note = "\(sizes.workloadClients) clients at 10 fetches/s each, \(fetches.count) fetches, \(cached) SVIDs cached; "
-            + "CPU per call: agent \(perCall(agent.cpuSeconds - agentCPU)) µs, clients \(perCall(processCPUSeconds() - clientCPU)) µs"
+        /// Runs a Workload API pass and says what each side spent per call: the agent's CPU from
+        /// /proc, the clients' (this process) from getrusage.
+        func measured(_ pass: () async throws -> [Double]) async throws -> (samples: [Double], cpu: String) {
+            let agentCPU = agent.cpuSeconds, clientCPU = processCPUSeconds()
+            let samples = try await pass()
+            let perCall = { (seconds: Double) in Figure.format(seconds / Double(samples.count) * 1e6) }
+            return (samples, "CPU per call: agent \(perCall(agent.cpuSeconds - agentCPU)) µs, clients \(perCall(processCPUSeconds() - clientCPU)) µs")
+        }
+        let (fetches, fetchCPU) = try await measured {
+            try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.fetchesPerClient)
+        }
+        let note = "\(sizes.workloadClients) clients at 10 fetches/s each, \(fetches.count) fetches, \(cached) SVIDs cached; \(fetchCPU)"
         figures.append(.below("workloadapi.fetch_x509 p50", quantile(fetches, 0.5) * 1000, "ms", limit: 1, note: note))
         figures.append(.below("workloadapi.fetch_x509 p99", quantile(fetches, 0.99) * 1000, "ms", limit: 5))
         // The floor: the same load refused before the agent does anything (no security header).
-        let floorAgentCPU = agent.cpuSeconds, floorClientCPU = processCPUSeconds()
-        let floor = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.fetchesPerClient, refused: true)
-        let floorPerCall = { (seconds: Double) in Figure.format(seconds / Double(floor.count) * 1e6) }
+        let (floor, floorCPU) = try await measured {
+            try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.fetchesPerClient, refused: true)
+        }
         figures.append(Figure(
             name: "workloadapi.refused_call p50", value: quantile(floor, 0.5) * 1000, unit: "ms",
-            note: "the same load refused at once (no security header): gRPC alone; p99 \(Figure.format(quantile(floor, 0.99) * 1000)) ms; "
-                + "CPU per call: agent \(floorPerCall(agent.cpuSeconds - floorAgentCPU)) µs, clients \(floorPerCall(processCPUSeconds() - floorClientCPU)) µs"
+            note: "the same load refused at once (no security header): gRPC alone; p99 \(Figure.format(quantile(floor, 0.99) * 1000)) ms; \(floorCPU)"
         ))
         // The same clients at a tenth of the load: what a call costs when it does not queue.
         let light = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.lightFetchesPerClient, callsPerSecond: 1)
