@@ -131,6 +131,7 @@ let package = Package(
                 "HallmarkSupport", "HallmarkTPM", "HallmarkGPU",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ] + crypto + grpc + transport + tls,
             swiftSettings: strict
         ),

@@ -42,27 +42,21 @@ public struct HallmarkAgent: Service {
 
         let socketPath = config.socketPath
         try Self.prepareSocket(socketPath)
-        let workloadAPI = GRPCServer(
-            transport: .http2NIOPosix(
-                address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
-                config: PeerCredentials.serverTransportConfig()
-            ),
-            services: [WorkloadAPIService(cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger)],
-            interceptors: [PeerCredentialsInterceptor()]
+        let workloadAPI = try await WorkloadAPIServer.bind(
+            socketPath: socketPath,
+            service: WorkloadAPIService(cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger)
         )
+        // Every local user may connect; the kernel's credentials tell workloads apart.
+        chmod(socketPath, 0o777)
         let logger = self.logger
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
-                group.addTask { try await workloadAPI.serve() }
+                group.addTask { try await workloadAPI.run() }
                 group.addTask {
                     // The link loops until cancelled; a graceful shutdown cancels it.
                     do {
                         try await cancelWhenGracefulShutdown { try await link.run(identity: identity) }
                     } catch is CancellationError {}
-                }
-                if try await workloadAPI.listeningAddress?.unixDomainSocket != nil {
-                    // Every local user may connect; the kernel's credentials tell workloads apart.
-                    chmod(socketPath, 0o777)
                 }
                 logger.info("hallmark agent listening", metadata: ["agent": "\(identity.id)", "socket": "\(socketPath)"])
             }

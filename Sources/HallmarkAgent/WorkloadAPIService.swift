@@ -1,6 +1,7 @@
 // The SPIFFE Workload API, as its specification defines it: every call needs the
 // `workload.spiffe.io: true` header (else InvalidArgument); a caller with no identity gets
 // PermissionDenied; streams send the full current state at once and again on every change.
+// What each method answers lives here; WorkloadAPIServer carries it over gRPC.
 
 import Foundation
 import GRPCCore
@@ -12,69 +13,105 @@ import SPIFFE
 import SPIFFEWorkloadAPI
 import SwiftProtobuf
 
-struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
+struct WorkloadAPIService: Sendable {
+    /// The five methods, by their names in the gRPC path `/SpiffeWorkloadAPI/NAME`.
+    enum Method: String, Sendable {
+        case fetchX509SVID = "FetchX509SVID"
+        case fetchX509Bundles = "FetchX509Bundles"
+        case fetchJWTSVID = "FetchJWTSVID"
+        case fetchJWTBundles = "FetchJWTBundles"
+        case validateJWTSVID = "ValidateJWTSVID"
+
+        init?(path: Substring) {
+            let prefix = "/SpiffeWorkloadAPI/"
+            guard path.hasPrefix(prefix), let method = Method(rawValue: String(path.dropFirst(prefix.count))) else { return nil }
+            self = method
+        }
+
+        /// Whether the method answers with a stream that follows changes (the other two answer once).
+        var streams: Bool {
+            switch self {
+            case .fetchX509SVID, .fetchX509Bundles, .fetchJWTBundles: true
+            case .fetchJWTSVID, .validateJWTSVID: false
+            }
+        }
+    }
+
     let cache: AgentCache
     let attestor: UnixWorkloadAttestor
     let link: ServerLink
     let logger: Logger
 
-    /// Checks the header and attests the caller; returns its selectors.
-    private func caller(_ metadata: Metadata, _ method: String) throws -> (PeerCredentials, Set<Selector>) {
-        guard metadata[stringValues: WorkloadAPI.securityHeaderKey].contains(WorkloadAPI.securityHeaderValue) else {
-            logger.notice("workload call refused", metadata: ["method": "\(method)", "reason": "security header missing"])
+    /// Refuses a call without the security header.
+    func checkSecurityHeader(_ values: some Sequence<String>, _ method: Method) throws(RPCError) {
+        guard values.contains(WorkloadAPI.securityHeaderValue) else {
+            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "reason": "security header missing"])
             throw RPCError(code: .invalidArgument, message: "security header missing from request")
-        }
-        let peer = try PeerCredentials(metadata: metadata)
-        do {
-            return (peer, try attestor.selectors(for: peer))
-        } catch let error as AgentError {
-            logger.notice("workload call refused", metadata: ["method": "\(method)", "caller": "\(peer)", "reason": "\(error.message)"])
-            throw RPCError(code: .permissionDenied, message: error.message)
         }
     }
 
-    private func identities(_ selectors: Set<Selector>, _ peer: PeerCredentials, _ method: String) throws -> [CachedIdentity] {
+    /// Attests the caller; returns its selectors.
+    func selectors(of peer: PeerCredentials?, _ method: Method) throws(RPCError) -> Set<Selector> {
+        guard let peer else {
+            throw RPCError(code: .permissionDenied, message: "the caller's identity could not be established from the kernel")
+        }
+        do {
+            return try attestor.selectors(for: peer)
+        } catch {
+            let reason = (error as? AgentError)?.message ?? "\(error)"
+            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "\(reason)"])
+            throw RPCError(code: .permissionDenied, message: reason)
+        }
+    }
+
+    private func identities(_ selectors: Set<Selector>, _ peer: PeerCredentials, _ method: Method) throws(RPCError) -> [CachedIdentity] {
         let identities = cache.identities(matching: selectors)
         guard !identities.isEmpty else {
-            logger.notice("workload call refused", metadata: ["method": "\(method)", "caller": "\(peer)", "reason": "no identity issued"])
+            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "no identity issued"])
             throw RPCError(code: .permissionDenied, message: "no identity issued")
         }
         return identities
     }
 
-    private func bundleDER() -> [String: Data] {
-        guard let bundle = cache.bundle else { return [:] }
-        return [bundle.trustDomain.name: cache.x509BundleDER]
-    }
-
-    /// A stream that sends `message(identities)` at once and again whenever it changes, and ends
-    /// with PermissionDenied when the caller no longer has any identity.
-    private func changeStream<Message: SwiftProtobuf.Message & Equatable>(
-        _ method: String, _ metadata: Metadata, message: @escaping @Sendable ([CachedIdentity]) -> Message
-    ) throws -> StreamingServerResponse<Message> {
-        let (peer, selectors) = try caller(metadata, method)
-        _ = try identities(selectors, peer, method)
-        return StreamingServerResponse { writer in
-            var last: Message?
-            logger.debug("stream opened", metadata: ["method": "\(method)", "caller": "\(peer)"])
-            defer { logger.debug("stream ended", metadata: ["method": "\(method)", "caller": "\(peer)"]) }
-            try await cache.changes.forEachChange {
-                let next = message(try identities(selectors, peer, method))
-                if next != last {
-                    try await writer.write(next)
-                    last = next
-                }
-            }
-            return [:]
+    /// The request message of a call, or InvalidArgument naming the message type.
+    static func request<Request: SwiftProtobuf.Message>(_ type: Request.Type, _ bytes: [UInt8]) throws(RPCError) -> Request {
+        do {
+            return try Request(serializedBytes: bytes)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "the request is not a valid \(Request.protoMessageName) message: \(error)")
         }
     }
 
-    func fetchX509SVID(
-        request: ServerRequest<WorkloadAPI_X509SVIDRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<WorkloadAPI_X509SVIDResponse> {
-        try changeStream("FetchX509SVID", request.metadata) { [cache] identities in
+    /// Deterministic, so that an unchanged state serializes to the same bytes and is not sent again.
+    private static func serialized(_ message: some SwiftProtobuf.Message) throws(RPCError) -> [UInt8] {
+        var options = BinaryEncodingOptions()
+        options.useDeterministicOrdering = true
+        do {
+            return try message.serializedBytes(options: options)
+        } catch {
+            throw RPCError(code: .internalError, message: "the response could not be encoded: \(error)")
+        }
+    }
+
+    /// Checks a streaming method's request message.
+    func checkStreamRequest(_ method: Method, _ bytes: [UInt8]) throws(RPCError) {
+        switch method {
+        case .fetchX509SVID: _ = try Self.request(WorkloadAPI_X509SVIDRequest.self, bytes)
+        case .fetchX509Bundles: _ = try Self.request(WorkloadAPI_X509BundlesRequest.self, bytes)
+        case .fetchJWTBundles: _ = try Self.request(WorkloadAPI_JWTBundlesRequest.self, bytes)
+        case .fetchJWTSVID, .validateJWTSVID: preconditionFailure("\(method) is not a streaming method")
+        }
+    }
+
+    /// What a stream of `method` sends now, serialized: sent at once, and again whenever it changes.
+    ///
+    /// - Throws: PermissionDenied when the caller has no identity (any more): the stream ends.
+    func streamMessage(_ method: Method, selectors: Set<Selector>, peer: PeerCredentials) throws(RPCError) -> [UInt8] {
+        let identities = try identities(selectors, peer, method)
+        switch method {
+        case .fetchX509SVID:
             let bundle = cache.x509BundleDER
-            return WorkloadAPI_X509SVIDResponse.with { response in
+            return try Self.serialized(WorkloadAPI_X509SVIDResponse.with { response in
                 response.svids = identities.map { identity in
                     WorkloadAPI_X509SVID.with {
                         $0.spiffeID = identity.spiffeID.description
@@ -84,29 +121,52 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
                         $0.hint = identity.hint
                     }
                 }
-            }
+            })
+        case .fetchX509Bundles:
+            return try Self.serialized(WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() })
+        case .fetchJWTBundles:
+            return try Self.serialized(WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() })
+        case .fetchJWTSVID, .validateJWTSVID:
+            preconditionFailure("\(method) is not a streaming method")
         }
     }
 
-    func fetchX509Bundles(
-        request: ServerRequest<WorkloadAPI_X509BundlesRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<WorkloadAPI_X509BundlesResponse> {
-        try changeStream("FetchX509Bundles", request.metadata) { [self] _ in
-            WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() }
+    /// The one answer of a unary method, serialized.
+    func unary(_ method: Method, _ bytes: [UInt8], selectors: Set<Selector>, peer: PeerCredentials) async throws -> [UInt8] {
+        switch method {
+        case .fetchJWTSVID:
+            try Self.serialized(try await fetchJWTSVID(Self.request(WorkloadAPI_JWTSVIDRequest.self, bytes), selectors, peer))
+        case .validateJWTSVID:
+            try Self.serialized(try validateJWTSVID(Self.request(WorkloadAPI_ValidateJWTSVIDRequest.self, bytes)))
+        case .fetchX509SVID, .fetchX509Bundles, .fetchJWTBundles:
+            preconditionFailure("\(method) is a streaming method")
         }
     }
 
-    func fetchJWTSVID(request: ServerRequest<WorkloadAPI_JWTSVIDRequest>, context: ServerContext) async throws -> ServerResponse<WorkloadAPI_JWTSVIDResponse> {
-        let (peer, selectors) = try caller(request.metadata, "FetchJWTSVID")
-        let audience = request.message.audience
+    private func bundleDER() -> [String: Data] {
+        guard let bundle = cache.bundle else { return [:] }
+        return [bundle.trustDomain.name: cache.x509BundleDER]
+    }
+
+    private func jwtBundles() -> [String: Data] {
+        guard let bundle = cache.bundle else { return [:] }
+        // Only the JWT authorities: JWT bundle parsers require a kid on every key.
+        let jwtOnly = SPIFFEBundle(trustDomain: bundle.trustDomain, jwtAuthorities: bundle.jwtAuthorities, sequenceNumber: bundle.sequenceNumber)
+        return [bundle.trustDomain.name: Data((try? jwtOnly.json()) ?? [])]
+    }
+
+    private func fetchJWTSVID(
+        _ request: WorkloadAPI_JWTSVIDRequest, _ selectors: Set<Selector>, _ peer: PeerCredentials
+    ) async throws -> WorkloadAPI_JWTSVIDResponse {
+        let audience = request.audience
         guard !audience.isEmpty, audience.allSatisfy({ !$0.isEmpty }) else {
             throw RPCError(code: .invalidArgument, message: "audience must be specified")
         }
-        var chosen = try identities(selectors, peer, "FetchJWTSVID")
-        if !request.message.spiffeID.isEmpty {
-            chosen = chosen.filter { $0.spiffeID.description == request.message.spiffeID }
+        var chosen = try identities(selectors, peer, .fetchJWTSVID)
+        if !request.spiffeID.isEmpty {
+            chosen = chosen.filter { $0.spiffeID.description == request.spiffeID }
             guard !chosen.isEmpty else {
-                throw RPCError(code: .permissionDenied, message: "no identity issued for \(request.message.spiffeID)")
+                throw RPCError(code: .permissionDenied, message: "no identity issued for \(request.spiffeID)")
             }
         }
         var svids: [WorkloadAPI_JWTSVID] = []
@@ -135,41 +195,25 @@ struct WorkloadAPIService: WorkloadAPI_SpiffeWorkloadAPI.ServiceProtocol {
                 $0.hint = identity.hint
             })
         }
-        return ServerResponse(message: WorkloadAPI_JWTSVIDResponse.with { $0.svids = svids })
+        return WorkloadAPI_JWTSVIDResponse.with { $0.svids = svids }
     }
 
-    private func jwtBundles() -> [String: Data] {
-        guard let bundle = cache.bundle else { return [:] }
-        // Only the JWT authorities: JWT bundle parsers require a kid on every key.
-        let jwtOnly = SPIFFEBundle(trustDomain: bundle.trustDomain, jwtAuthorities: bundle.jwtAuthorities, sequenceNumber: bundle.sequenceNumber)
-        return [bundle.trustDomain.name: Data((try? jwtOnly.json()) ?? [])]
-    }
-
-    func fetchJWTBundles(
-        request: ServerRequest<WorkloadAPI_JWTBundlesRequest>, context: ServerContext
-    ) async throws -> StreamingServerResponse<WorkloadAPI_JWTBundlesResponse> {
-        try changeStream("FetchJWTBundles", request.metadata) { [self] _ in
-            WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() }
-        }
-    }
-
-    func validateJWTSVID(
-        request: ServerRequest<WorkloadAPI_ValidateJWTSVIDRequest>, context: ServerContext
-    ) async throws -> ServerResponse<WorkloadAPI_ValidateJWTSVIDResponse> {
-        _ = try caller(request.metadata, "ValidateJWTSVID")
-        guard !request.message.audience.isEmpty else { throw RPCError(code: .invalidArgument, message: "audience must be specified") }
-        guard !request.message.svid.isEmpty else { throw RPCError(code: .invalidArgument, message: "svid must be specified") }
+    private func validateJWTSVID(_ request: WorkloadAPI_ValidateJWTSVIDRequest) throws(RPCError) -> WorkloadAPI_ValidateJWTSVIDResponse {
+        guard !request.audience.isEmpty else { throw RPCError(code: .invalidArgument, message: "audience must be specified") }
+        guard !request.svid.isEmpty else { throw RPCError(code: .invalidArgument, message: "svid must be specified") }
         guard let bundle = cache.bundle else { throw RPCError(code: .unavailable, message: "the agent has no bundle yet") }
         let svid: JWTSVID
         do {
-            svid = try JWTSVID(parsing: request.message.svid, bundles: bundle.jwtBundle, audience: request.message.audience)
+            svid = try JWTSVID(parsing: request.svid, bundles: bundle.jwtBundle, audience: request.audience)
         } catch let error as SPIFFEError {
             throw RPCError(code: .invalidArgument, message: error.message)
+        } catch {
+            throw RPCError(code: .invalidArgument, message: "\(error)")
         }
-        return ServerResponse(message: WorkloadAPI_ValidateJWTSVIDResponse.with {
+        return WorkloadAPI_ValidateJWTSVIDResponse.with {
             $0.spiffeID = svid.id.description
             $0.claims = Google_Protobuf_Struct(fields: svid.claims.mapValues(Self.protobufValue))
-        })
+        }
     }
 
     static func protobufValue(_ value: JSONValue) -> Google_Protobuf_Value {

@@ -1,0 +1,525 @@
+// The Workload API's gRPC server on the agent's Unix socket. gRPC over HTTP/2 is answered at the
+// frame level: each connection's HTTP/2 frames reach one handler that keeps a small record per
+// call, instead of a channel, a pipeline and a task per stream. A FetchX509SVID answer is then
+// a few frames written from the cached state, which is what keeps the call well under a
+// millisecond. The protocol is the one any gRPC client speaks (PROTOCOL-HTTP2 in gRPC's docs):
+// request HEADERS (POST, :path /SpiffeWorkloadAPI/NAME, content-type application/grpc), one
+// length-prefixed message, END_STREAM; response HEADERS, length-prefixed messages, and trailers
+// carrying grpc-status and grpc-message — or, for a call refused before answering, one HEADERS
+// frame holding both (trailers-only).
+
+import GRPCCore
+import HallmarkAttestation
+import HallmarkPeerCredentials
+import Logging
+import NIOCore
+import NIOHPACK
+import NIOHTTP2
+import NIOPosix
+import SPIFFEWorkloadAPI
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+final class WorkloadAPIServer: Sendable {
+    /// The largest request, prefix included. Requests are an audience list or a JWT, far smaller;
+    /// as it is below HTTP/2's initial stream window (65,535), an oversized request is answered
+    /// before its sender could stall waiting for more window.
+    static let maxRequestBytes = 32 * 1024
+    /// Streams one connection may hold open at once.
+    static let maxConcurrentStreams = 1000
+
+    private let serverChannel: any Channel
+
+    /// Listens on `socketPath` (which must not exist) and serves `service` until
+    /// ``beginGracefulShutdown()``; connections end their streams when `service.cache.changes` finishes.
+    static func bind(socketPath: String, service: WorkloadAPIService, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> WorkloadAPIServer {
+        let registry = Registry()
+        let channel = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelInitializer { channel in
+                registry.add(channel)
+                return Self.peerCredentials(of: channel).flatMapThrowing { peer in
+                    let settings = [
+                        HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+                        HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
+                    ]
+                    try channel.pipeline.syncOperations.addHandlers([
+                        NIOHTTP2Handler(mode: .server, initialSettings: settings),
+                        WorkloadAPIConnection(service: service, peer: peer),
+                    ])
+                }
+            }
+            .bind(unixDomainSocketPath: socketPath)
+            .get()
+        return WorkloadAPIServer(channel: channel, registry: registry)
+    }
+
+    /// The connections accepted and not yet closed, so that shutdown can wait for them.
+    final class Registry: Sendable {
+        let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
+
+        func add(_ channel: any Channel) {
+            let key = ObjectIdentifier(channel)
+            channels.withLock { $0[key] = channel }
+            channel.closeFuture.whenComplete { [self] _ in channels.withLock { _ = $0.removeValue(forKey: key) } }
+        }
+    }
+
+    private let registry: Registry
+
+    private init(channel: any Channel, registry: Registry) {
+        self.serverChannel = channel
+        self.registry = registry
+    }
+
+    /// Serves until shut down and every connection has closed.
+    func run() async throws {
+        try await serverChannel.closeFuture.get()
+        while let open = registry.channels.withLock({ $0.values.first }) {
+            try? await open.closeFuture.get()
+        }
+    }
+
+    /// Stops accepting connections; open ones finish once their calls have (see ``bind``).
+    func beginGracefulShutdown() {
+        serverChannel.close(promise: nil)
+    }
+
+    /// The kernel's credentials for the process that connected, read once per connection, with
+    /// its start time taken now so that a pid reused later is told apart.
+    private static func peerCredentials(of channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
+        guard let provider = channel as? any SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(nil) }
+        return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+            .map { (credentials: UCred) -> PeerCredentials? in
+                PeerCredentials(
+                    pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
+                    startTime: PeerCredentials.startTime(of: credentials.pid)
+                )
+            }
+            .recover { _ in nil }
+    }
+
+    /// `struct ucred` from <sys/socket.h>, which glibc declares only under _GNU_SOURCE.
+    private struct UCred {
+        var pid: Int32 = 0
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+    }
+}
+
+/// gRPC's status for a call, as the trailers carry it.
+private struct CallStatus {
+    var code: RPCError.Code?
+    var message: String
+
+    static let ok = CallStatus(code: nil, message: "")
+
+    init(code: RPCError.Code?, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    init(_ error: any Error) {
+        if let error = error as? RPCError {
+            self.init(code: error.code, message: error.message)
+        } else {
+            self.init(code: .unknown, message: "\(error)")
+        }
+    }
+
+    var headers: [(String, String)] {
+        var headers = [("grpc-status", String(code?.rawValue ?? 0))]
+        if !message.isEmpty { headers.append(("grpc-message", Self.percentEncoded(message))) }
+        return headers
+    }
+
+    /// grpc-message is percent-encoded UTF-8: every byte outside printable ASCII, and `%` itself.
+    static func percentEncoded(_ message: String) -> String {
+        var encoded = ""
+        for byte in message.utf8 {
+            if byte >= 0x20 && byte <= 0x7e && byte != UInt8(ascii: "%") {
+                encoded.unicodeScalars.append(Unicode.Scalar(byte))
+            } else {
+                encoded += "%" + String(byte >> 4, radix: 16, uppercase: true) + String(byte & 0xf, radix: 16, uppercase: true)
+            }
+        }
+        return encoded
+    }
+}
+
+/// One HTTP/2 connection's calls. Confined to the connection's event loop.
+final class WorkloadAPIConnection: ChannelInboundHandler {
+    typealias InboundIn = HTTP2Frame
+    typealias OutboundOut = HTTP2Frame
+
+    private struct Call {
+        let method: WorkloadAPIService.Method
+        var request: ByteBuffer
+        /// Response HEADERS sent: the call ends with trailers, not trailers-only.
+        var started = false
+        /// Trailers sent: nothing more is written.
+        var answered = false
+        /// The client has ended its side (END_STREAM).
+        var requestEnded = false
+        var selectors: Set<Selector> = []
+        /// The last message a stream sent, to send again only what changed.
+        var sent: [UInt8]?
+        /// A stream's message is still being written; `stale` asks for another once it is.
+        var writing = false
+        var stale = false
+        var task: Task<Void, Never>?
+    }
+
+    private let service: WorkloadAPIService
+    private let peer: PeerCredentials?
+    private var context: ChannelHandlerContext?
+    private var calls: [HTTP2StreamID: Call] = [:]
+    private var subscription: Int?
+    private var draining = false
+    private var lastStreamID = HTTP2StreamID.rootStream
+    /// Request bytes taken off the connection's window and not yet given back.
+    private var consumed = 0
+    private var needsFlush = false
+
+    init(service: WorkloadAPIService, peer: PeerCredentials?) {
+        self.service = service
+        self.peer = peer
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let loop = context.eventLoop
+        subscription = service.cache.changes.subscribe { finished in
+            loop.execute {
+                if finished { connection.value.drain() } else { connection.value.refreshStreams() }
+            }
+        }
+        if subscription == nil {
+            // Connected after the broadcast finished: the agent is shutting down.
+            draining = true
+            loop.execute { connection.value.closeIfDrained() }
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        end()
+        self.context = nil
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        end()
+        context.fireChannelInactive()
+    }
+
+    private func end() {
+        if let subscription { service.cache.changes.unsubscribe(subscription) }
+        subscription = nil
+        for call in calls.values { call.task?.cancel() }
+        calls = [:]
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // NIOHTTP2Handler has already told the peer (GOAWAY or RST_STREAM); a client that sends
+        // malformed HTTP/2 loses its connection, and only its own.
+        context.close(promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.payload {
+        case .headers(let headers):
+            if calls[frame.streamID] == nil {
+                open(frame.streamID, headers.headers, endStream: headers.endStream)
+            } else if headers.endStream {
+                // Trailers from the client: its side is over.
+                requestEnded(frame.streamID)
+            }
+        case .data(let payload):
+            giveBackWindow(payload.data.readableBytes + (payload.paddingBytes.map { $0 + 1 } ?? 0))
+            guard case .byteBuffer(var bytes) = payload.data else { return }
+            received(frame.streamID, &bytes, endStream: payload.endStream)
+        default:
+            // SETTINGS, PING, WINDOW_UPDATE and the rest are NIOHTTP2Handler's; RST_STREAM shows
+            // as the stream's StreamClosedEvent.
+            break
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let closed = event as? StreamClosedEvent {
+            calls.removeValue(forKey: closed.streamID)?.task?.cancel()
+            closeIfDrained()
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: requests
+
+    private func open(_ streamID: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
+        lastStreamID = max(lastStreamID, streamID)
+        guard !draining else {
+            write(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream)))
+            return flushIfNeeded()
+        }
+        guard headers.first(name: ":method") == "POST" else {
+            return refuse(streamID, httpStatus: "405")
+        }
+        guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix("application/grpc") else {
+            return refuse(streamID, httpStatus: "415")
+        }
+        let path = headers.first(name: ":path") ?? ""
+        guard let method = WorkloadAPIService.Method(path: path[...]) else {
+            return answer(streamID, CallStatus(code: .unimplemented, message: "no method \(path) on the SPIFFE Workload API"), endsRequest: endStream)
+        }
+        calls[streamID] = Call(method: method, request: ByteBuffer())
+        if let encoding = headers.first(name: "grpc-encoding"), encoding != "identity" {
+            return answer(streamID, CallStatus(code: .unimplemented, message: "message compression \(encoding) is not supported; send messages uncompressed"))
+        }
+        do {
+            try service.checkSecurityHeader(headers[WorkloadAPI.securityHeaderKey], method)
+        } catch {
+            return answer(streamID, CallStatus(error))
+        }
+        if endStream { requestEnded(streamID) }
+    }
+
+    private func received(_ streamID: HTTP2StreamID, _ bytes: inout ByteBuffer, endStream: Bool) {
+        guard var call = calls[streamID], !call.answered, !call.requestEnded else { return }
+        if call.request.readableBytes + bytes.readableBytes > WorkloadAPIServer.maxRequestBytes {
+            return answer(streamID, CallStatus(
+                code: .resourceExhausted, message: "the request is larger than \(WorkloadAPIServer.maxRequestBytes) bytes"
+            ))
+        }
+        call.request.writeBuffer(&bytes)
+        calls[streamID] = call
+        if endStream { requestEnded(streamID) }
+    }
+
+    /// The request is complete: one length-prefixed message, then END_STREAM.
+    private func requestEnded(_ streamID: HTTP2StreamID) {
+        guard var call = calls[streamID] else { return }
+        call.requestEnded = true
+        calls[streamID] = call
+        guard !call.answered else { return }
+        let message: [UInt8]
+        do {
+            message = try Self.singleMessage(call.request)
+        } catch {
+            return answer(streamID, CallStatus(error))
+        }
+        guard let peer else {
+            return answer(streamID, CallStatus(code: .permissionDenied, message: "the caller's identity could not be established from the kernel"))
+        }
+        do {
+            call.selectors = try service.selectors(of: peer, call.method)
+            calls[streamID] = call
+            if call.method.streams {
+                try service.checkStreamRequest(call.method, message)
+                service.logger.debug("stream opened", metadata: ["method": "\(call.method.rawValue)", "caller": "\(peer)"])
+                refresh(streamID)
+            } else {
+                runUnary(streamID, call, message, peer)
+            }
+        } catch {
+            answer(streamID, CallStatus(error))
+        }
+    }
+
+    /// The request's one message. gRPC frames each message with a compression flag and a 32-bit length.
+    static func singleMessage(_ request: ByteBuffer) throws(RPCError) -> [UInt8] {
+        var request = request
+        guard let flag = request.readInteger(as: UInt8.self), let length = request.readInteger(as: UInt32.self) else {
+            throw RPCError(code: .internalError, message: "the request held no message; every Workload API method takes exactly one")
+        }
+        guard flag == 0 else {
+            throw RPCError(code: .internalError, message: "the request's message is marked compressed, but no compression was negotiated")
+        }
+        guard let message = request.readBytes(length: Int(length)) else {
+            throw RPCError(code: .internalError, message: "the request ended inside its message (\(length) bytes announced)")
+        }
+        guard request.readableBytes == 0 else {
+            throw RPCError(code: .internalError, message: "the request held more than one message; every Workload API method takes exactly one")
+        }
+        return message
+    }
+
+    private func runUnary(_ streamID: HTTP2StreamID, _ call: Call, _ message: [UInt8], _ peer: PeerCredentials) {
+        guard let loop = context?.eventLoop else { return }
+        let connection = NIOLoopBound(self, eventLoop: loop)
+        let service = service
+        let selectors = call.selectors
+        let method = call.method
+        calls[streamID]?.task = Task {
+            let result: Result<[UInt8], any Error>
+            do {
+                result = .success(try await service.unary(method, message, selectors: selectors, peer: peer))
+            } catch {
+                result = .failure(error)
+            }
+            loop.execute {
+                let connection = connection.value
+                guard connection.calls[streamID]?.answered == false else { return }
+                switch result {
+                case .success(let response):
+                    connection.send(streamID, response)
+                    connection.answer(streamID, .ok)
+                case .failure(let error):
+                    connection.answer(streamID, CallStatus(error))
+                }
+                connection.flushIfNeeded()
+            }
+        }
+    }
+
+    // MARK: streams
+
+    /// The cache changed: every open stream sends its state if it differs from what it sent.
+    private func refreshStreams() {
+        for (streamID, call) in calls where call.method.streams && call.started && !call.answered {
+            refresh(streamID)
+        }
+        flushIfNeeded()
+    }
+
+    private func refresh(_ streamID: HTTP2StreamID) {
+        guard var call = calls[streamID], !call.answered, let peer else { return }
+        if call.writing {
+            // The last message is not out yet (a slow reader): send the state once it is.
+            call.stale = true
+            calls[streamID] = call
+            return
+        }
+        do {
+            let message = try service.streamMessage(call.method, selectors: call.selectors, peer: peer)
+            if message != call.sent { send(streamID, message, tracked: true) }
+        } catch {
+            answer(streamID, CallStatus(error))
+        }
+    }
+
+    private func drain() {
+        guard !draining else { return }
+        draining = true
+        subscription = nil
+        for (streamID, call) in calls where !call.answered {
+            if call.method.streams && call.started {
+                answer(streamID, .ok)
+            } else if call.task == nil {
+                answer(streamID, CallStatus(code: .unavailable, message: "the agent is shutting down"))
+            }
+        }
+        write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
+        flushIfNeeded()
+        closeIfDrained()
+    }
+
+    private func closeIfDrained() {
+        guard draining, calls.values.allSatisfy(\.answered), let context else { return }
+        context.close(promise: nil)
+    }
+
+    // MARK: responses
+
+    private static let responseHeaders = HPACKHeaders([(":status", "200"), ("content-type", "application/grpc")])
+
+    /// Sends one message on a call, after the response headers if they have not gone yet.
+    private func send(_ streamID: HTTP2StreamID, _ message: [UInt8], tracked: Bool = false) {
+        guard var call = calls[streamID], !call.answered, let context else { return }
+        if !call.started {
+            write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: Self.responseHeaders))))
+            call.started = true
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 5 + message.count)
+        buffer.writeInteger(UInt8(0))
+        buffer.writeInteger(UInt32(message.count))
+        buffer.writeBytes(message)
+        var promise: EventLoopPromise<Void>?
+        if tracked {
+            call.sent = message
+            call.writing = true
+            let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
+            promise = context.eventLoop.makePromise()
+            promise?.futureResult.whenComplete { _ in connection.value.written(streamID) }
+        }
+        calls[streamID] = call
+        write(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(buffer)))), promise: promise)
+    }
+
+    private func written(_ streamID: HTTP2StreamID) {
+        guard var call = calls[streamID] else { return }
+        call.writing = false
+        let stale = call.stale
+        call.stale = false
+        calls[streamID] = call
+        if stale {
+            refresh(streamID)
+            flushIfNeeded()
+        }
+    }
+
+    /// Ends a call with its status: as trailers after a response, or trailers-only before one.
+    private func answer(_ streamID: HTTP2StreamID, _ status: CallStatus, endsRequest: Bool = false) {
+        var call = calls[streamID]
+        if call?.answered == true { return }
+        var headers = HPACKHeaders()
+        if call?.started != true {
+            headers.add(contentsOf: Self.responseHeaders)
+        }
+        headers.add(contentsOf: status.headers)
+        write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: true))))
+        if let method = call?.method, method.streams, call?.started == true, let peer {
+            service.logger.debug("stream ended", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)"])
+        }
+        call?.answered = true
+        if let call {
+            calls[streamID] = call
+            if !call.requestEnded { stopRequest(streamID) }
+        } else if !endsRequest {
+            stopRequest(streamID)
+        }
+    }
+
+    /// A call answered before its request ended: the client need send no more (RFC 9113 §8.1).
+    private func stopRequest(_ streamID: HTTP2StreamID) {
+        write(HTTP2Frame(streamID: streamID, payload: .rstStream(.noError)))
+    }
+
+    /// A response that is not gRPC at all: the request was not a gRPC call.
+    private func refuse(_ streamID: HTTP2StreamID, httpStatus: String) {
+        write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: HPACKHeaders([(":status", httpStatus)]), endStream: true))))
+        stopRequest(streamID)
+        flushIfNeeded()
+    }
+
+    private func giveBackWindow(_ bytes: Int) {
+        consumed += bytes
+        // In halves of the initial window, so that a sender never waits on it.
+        if consumed >= 32 * 1024 {
+            write(HTTP2Frame(streamID: .rootStream, payload: .windowUpdate(windowSizeIncrement: consumed)))
+            consumed = 0
+        }
+    }
+
+    private func write(_ frame: HTTP2Frame, promise: EventLoopPromise<Void>? = nil) {
+        guard let context else {
+            promise?.fail(ChannelError.ioOnClosedChannel)
+            return
+        }
+        context.write(wrapOutboundOut(frame), promise: promise)
+        needsFlush = true
+    }
+
+    private func flushIfNeeded() {
+        guard needsFlush, let context else { return }
+        needsFlush = false
+        context.flush()
+    }
+}
