@@ -197,7 +197,9 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo", "hallmark-bench"] + crypto + grpc + transport,
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo", "hallmark-bench",
+                .product(name: "NIOHPACK", package: "swift-nio-http2"),
+            ] + crypto + grpc + transport,
             swiftSettings: strict
         ),
     ]

@@ -256,7 +256,12 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             calls.removeValue(forKey: closed.streamID)?.task?.cancel()
-            closeIfDrained()
+            if draining {
+                // Streams close while frames are being written, drain's own included: close the
+                // connection only after the writer is done.
+                let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
+                context.eventLoop.execute { connection.value.closeIfDrained() }
+            }
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -409,6 +414,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         guard !draining else { return }
         draining = true
         subscription = nil
+        write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
         for (streamID, call) in calls where !call.answered {
             if call.method.streams && call.started {
                 answer(streamID, .ok)
@@ -416,13 +422,13 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
                 answer(streamID, CallStatus(code: .unavailable, message: "the agent is shutting down"))
             }
         }
-        write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
         flushIfNeeded()
         closeIfDrained()
     }
 
     private func closeIfDrained() {
         guard draining, calls.values.allSatisfy(\.answered), let context else { return }
+        flushIfNeeded()
         context.close(promise: nil)
     }
 

@@ -66,10 +66,13 @@ public final class TestAgent: @unchecked Sendable {
         try waitFor("hallmark agent listening", in: logPath, while: process)
     }
 
-    public func stop() {
-        guard let process else { return }
+    /// SIGTERM, then waits; returns the exit status.
+    @discardableResult
+    public func stop() -> Int32 {
+        guard let process else { return -1 }
         process.terminate()
         process.waitUntilExit()
+        return process.terminationStatus
     }
 
     public func kill() {
