@@ -1,7 +1,7 @@
 // The agent process: its identity (from the data directory, or attestation), the link to the
 // server, and the Workload API on its Unix socket, as one service.
 
-public import Foundation
+import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HallmarkPeerCredentials

@@ -18,9 +18,6 @@ import NIOHTTP2
 import NIOPosix
 import SPIFFEWorkloadAPI
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 final class WorkloadAPIServer: Sendable {
     /// The largest request, prefix included. Requests are an audience list or a JWT, far smaller;
@@ -40,7 +37,8 @@ final class WorkloadAPIServer: Sendable {
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 registry.add(channel)
-                return Self.peerCredentials(of: channel).flatMapThrowing { peer in
+                // The kernel's credentials, once per connection: they are fixed when the client connects.
+                return PeerCredentials.of(channel).flatMapThrowing { peer in
                     let settings = [
                         HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
                         HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
@@ -85,27 +83,6 @@ final class WorkloadAPIServer: Sendable {
     /// Stops accepting connections; open ones finish once their calls have (see ``bind``).
     func beginGracefulShutdown() {
         serverChannel.close(promise: nil)
-    }
-
-    /// The kernel's credentials for the process that connected, read once per connection, with
-    /// its start time taken now so that a pid reused later is told apart.
-    private static func peerCredentials(of channel: any Channel) -> EventLoopFuture<PeerCredentials?> {
-        guard let provider = channel as? any SocketOptionProvider else { return channel.eventLoop.makeSucceededFuture(nil) }
-        return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-            .map { (credentials: UCred) -> PeerCredentials? in
-                PeerCredentials(
-                    pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
-                    startTime: PeerCredentials.startTime(of: credentials.pid)
-                )
-            }
-            .recover { _ in nil }
-    }
-
-    /// `struct ucred` from <sys/socket.h>, which glibc declares only under _GNU_SOURCE.
-    private struct UCred {
-        var pid: Int32 = 0
-        var uid: UInt32 = 0
-        var gid: UInt32 = 0
     }
 }
 

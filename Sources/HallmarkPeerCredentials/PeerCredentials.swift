@@ -5,7 +5,7 @@
 
 public import GRPCCore
 public import GRPCNIOTransportHTTP2
-import NIOCore
+public import NIOCore
 import NIOHTTP2
 import NIOPosix
 import Foundation
@@ -101,29 +101,33 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
         return Self.startTime(of: pid) == startTime
     }
 
+    /// The process at the other end of a Unix-socket connection, with its start time read now (so
+    /// that a pid reused later is told apart); nil when the channel is not a socket the kernel can
+    /// be asked about.
+    public static func of(_ connection: any Channel) -> EventLoopFuture<PeerCredentials?> {
+        guard let provider = connection as? any SocketOptionProvider else { return connection.eventLoop.makeSucceededFuture(nil) }
+        return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+            .map { (credentials: KernelUCred) -> PeerCredentials? in
+                PeerCredentials(
+                    pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
+                    startTime: PeerCredentials.startTime(of: credentials.pid)
+                )
+            }
+            .recover { _ in nil }
+    }
+
     /// A server transport configuration that attaches peer credentials to every call.
     public static func serverTransportConfig(
         _ base: HTTP2ServerTransport.Posix.Config = .defaults
     ) -> HTTP2ServerTransport.Posix.Config {
         var config = base
         config.channelDebuggingCallbacks.onAcceptHTTP2Stream = { stream in
-            guard let connection = stream.parent, let provider = connection as? any SocketOptionProvider else {
-                // Not a socket we can ask: attach nothing, and the interceptor refuses the call.
-                return stream.eventLoop.makeSucceededVoidFuture()
+            // Without credentials (not a socket the kernel can be asked about) the handler only
+            // strips the client's header, and the interceptor refuses the call.
+            let credentials = stream.parent.map(PeerCredentials.of) ?? stream.eventLoop.makeSucceededFuture(nil)
+            return credentials.flatMapThrowing { credentials in
+                try stream.pipeline.syncOperations.addHandler(PeerCredentialsHandler(credentials), position: .first)
             }
-            return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-                .map { (credentials: KernelUCred) -> PeerCredentials in
-                    PeerCredentials(
-                        pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
-                        startTime: PeerCredentials.startTime(of: credentials.pid)
-                    )
-                }
-                .flatMapThrowing { credentials in
-                    try stream.pipeline.syncOperations.addHandler(PeerCredentialsHandler(credentials), position: .first)
-                }
-                .flatMapErrorThrowing { _ in
-                    try stream.pipeline.syncOperations.addHandler(PeerCredentialsHandler(nil), position: .first)
-                }
         }
         return config
     }

@@ -1,7 +1,7 @@
 // The server process: data directory, store, CA, the admin API on its Unix socket and the agent
 // API on TCP with mTLS, run as one service that shuts down gracefully on SIGTERM and SIGINT.
 
-public import Foundation
+import Foundation
 import Crypto
 import GRPCCore
 import GRPCNIOTransportHTTP2
