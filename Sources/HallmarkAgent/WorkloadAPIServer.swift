@@ -1,8 +1,8 @@
 // The Workload API's gRPC server on the agent's Unix socket. gRPC over HTTP/2 is answered at the
 // frame level: each connection's HTTP/2 frames reach one handler that keeps a small record per
-// call, instead of a channel, a pipeline and a task per stream. A FetchX509SVID answer is then
-// a few frames written from the cached state, which is what keeps the call well under a
-// millisecond. The protocol is the one any gRPC client speaks (PROTOCOL-HTTP2 in gRPC's docs):
+// call, instead of a channel, a pipeline and a task per stream (most of a call's cost under a
+// general-purpose gRPC server). A FetchX509SVID answer is a few frames written from the cached
+// state. The protocol is the one any gRPC client speaks (PROTOCOL-HTTP2 in gRPC's docs):
 // request HEADERS (POST, :path /SpiffeWorkloadAPI/NAME, content-type application/grpc), one
 // length-prefixed message, END_STREAM; response HEADERS, length-prefixed messages, and trailers
 // carrying grpc-status and grpc-message — or, for a call refused before answering, one HEADERS
@@ -55,7 +55,7 @@ final class WorkloadAPIServer: Sendable {
     }
 
     /// The connections accepted and not yet closed, so that shutdown can wait for them.
-    final class Registry: Sendable {
+    private final class Registry: Sendable {
         let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
 
         func add(_ channel: any Channel) {
@@ -252,10 +252,10 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             return flushIfNeeded()
         }
         guard headers.first(name: ":method") == "POST" else {
-            return refuse(streamID, httpStatus: "405")
+            return refuse(streamID, httpStatus: "405", endsRequest: endStream)
         }
         guard let contentType = headers.first(name: "content-type"), contentType.hasPrefix("application/grpc") else {
-            return refuse(streamID, httpStatus: "415")
+            return refuse(streamID, httpStatus: "415", endsRequest: endStream)
         }
         let path = headers.first(name: ":path") ?? ""
         guard let method = WorkloadAPIService.Method(path: path[...]) else {
@@ -476,9 +476,9 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     }
 
     /// A response that is not gRPC at all: the request was not a gRPC call.
-    private func refuse(_ streamID: HTTP2StreamID, httpStatus: String) {
+    private func refuse(_ streamID: HTTP2StreamID, httpStatus: String, endsRequest: Bool) {
         write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: HPACKHeaders([(":status", httpStatus)]), endStream: true))))
-        stopRequest(streamID)
+        if !endsRequest { stopRequest(streamID) }
         flushIfNeeded()
     }
 

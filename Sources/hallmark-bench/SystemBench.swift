@@ -159,7 +159,7 @@ func systemBenchmarks(hallmark: String, cfssl: String?, sizes: SystemSizes, seco
         }
         figures.append(Figure(
             name: "workloadapi.refused_call p50", value: quantile(floor, 0.5) * 1000, unit: "ms",
-            note: "the same load refused at once (no security header): gRPC alone; p99 \(Figure.format(quantile(floor, 0.99) * 1000)) ms; \(floorCPU)"
+            note: "the same load refused at once (no security header): the transport alone (HTTP/2 and gRPC framing, both sides); p99 \(Figure.format(quantile(floor, 0.99) * 1000)) ms; \(floorCPU)"
         ))
         // The same clients at a tenth of the load: what a call costs when it does not queue.
         let light = try await fetchLatencies(socket: socket, clients: sizes.workloadClients, fetchesPerClient: sizes.lightFetchesPerClient, callsPerSecond: 1)

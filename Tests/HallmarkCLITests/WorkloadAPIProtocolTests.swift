@@ -192,6 +192,14 @@ struct WorkloadAPIProtocolTests {
         #expect(!afterChange.contains { $0.type == 0x3 || $0.type == 0x7 }, "the connection or a stream was reset")
         let update = try WorkloadAPI_X509SVIDResponse(serializedBytes: Array(afterChange.last!.payload.dropFirst(5)))
         #expect(Set(update.svids.map(\.spiffeID)) == ["spiffe://example.org/workload", "spiffe://example.org/workload/second"])
+
+        // A GET with no body: 405, and the connection still serves.
+        try connection.headers(stream: 7, [(":method", "GET"), (":scheme", "http"), (":path", "/"), (":authority", "localhost")], endStream: true)
+        let get = try connection.frames { $0.type == 0x1 && $0.stream == 7 }.last!
+        #expect(get.headers?.first(name: ":status") == "405")
+        try connection.grpcRequest(stream: 9)
+        let last = try connection.frames { $0.type == 0x0 && $0.stream == 9 }
+        #expect(!last.contains { $0.type == 0x7 }, "the connection was closed after the GET")
         #expect(!agent.log.contains("Fatal error"), "the agent crashed")
     }
 
