@@ -102,11 +102,31 @@ struct WorkloadAPIProtocolTests {
         var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
         var decoder = HPACKDecoder(allocator: ByteBufferAllocator())
 
-        init(_ path: String) throws {
+        /// - Parameter initialWindow: SETTINGS_INITIAL_WINDOW_SIZE to announce, if not HTTP/2's default.
+        init(_ path: String, initialWindow: UInt32? = nil) throws {
             fd = try HostileInputTests.connectUnix(path)
             var interval = timeval(tv_sec: 0, tv_usec: 100_000)
             setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &interval, socklen_t(MemoryLayout<timeval>.size))
-            send(HostileInputTests.preface + HostileInputTests.frame(length: 0, type: 0x4))
+            let settings = initialWindow.map { [0, 4] + Self.bigEndian($0) } ?? []
+            send(HostileInputTests.preface + HostileInputTests.frame(length: settings.count, type: 0x4, payload: settings))
+        }
+
+        static func bigEndian(_ value: UInt32) -> [UInt8] {
+            [UInt8(value >> 24), UInt8(value >> 16 & 0xff), UInt8(value >> 8 & 0xff), UInt8(value & 0xff)]
+        }
+
+        /// The gRPC messages in a stream's DATA frames, reassembled across frame boundaries.
+        static func messages(_ frames: [Frame], stream: UInt32) -> [[UInt8]] {
+            var bytes = frames.filter { $0.type == 0x0 && $0.stream == stream }.flatMap(\.payload)[...]
+            var messages: [[UInt8]] = []
+            while bytes.count >= 5 {
+                let start = bytes.startIndex
+                let length = Int(bytes[start + 1]) << 24 | Int(bytes[start + 2]) << 16 | Int(bytes[start + 3]) << 8 | Int(bytes[start + 4])
+                guard bytes.count >= 5 + length else { break }
+                messages.append(Array(bytes[(start + 5)..<(start + 5 + length)]))
+                bytes = bytes[(start + 5 + length)...]
+            }
+            return messages
         }
 
         deinit { close(fd) }
@@ -201,6 +221,40 @@ struct WorkloadAPIProtocolTests {
         let last = try connection.frames { $0.type == 0x0 && $0.stream == 9 }
         #expect(!last.contains { $0.type == 0x7 }, "the connection was closed after the GET")
         #expect(!agent.log.contains("Fatal error"), "the agent crashed")
+    }
+
+    @Test("a stream whose reader lags gets the latest state once it reads, not every state in between")
+    func slowReader() async throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
+        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        // A window of one byte: the first message cannot leave the agent until the client allows it.
+        let connection = try RawConnection(agent.socket, initialWindow: 1)
+        try connection.grpcRequest(stream: 1)
+        var frames = try connection.frames { $0.type == 0x0 && $0.stream == 1 }
+        var expected: Set<String> = ["spiffe://example.org/workload"]
+        for index in 1...3 {
+            let id = "spiffe://example.org/workload/\(index)"
+            try agent.register("/workload/\(index)", selectors: ["unix:uid:\(getuid())"])
+            _ = try agent.waitForSVID(id)
+            expected.insert(id)
+        }
+        // Three changes have reached the agent's cache; now the client reads.
+        connection.send(HostileInputTests.frame(length: 4, type: 0x8, stream: 1, payload: RawConnection.bigEndian(1 << 20)))
+        var seen = frames
+        frames += try connection.frames { frame in
+            seen.append(frame)
+            return RawConnection.messages(seen, stream: 1).count == 2
+        }
+        let messages = RawConnection.messages(frames, stream: 1)
+        let first = try WorkloadAPI_X509SVIDResponse(serializedBytes: messages[0])
+        let latest = try WorkloadAPI_X509SVIDResponse(serializedBytes: messages[1])
+        #expect(first.svids.map(\.spiffeID) == ["spiffe://example.org/workload"], "the first message is the state when the stream opened")
+        #expect(Set(latest.svids.map(\.spiffeID)) == expected, "the second is the latest state, not an intermediate one")
+        // And nothing else follows: no backlog of the states in between.
+        let more = (try? connection.frames(until: { $0.type == 0x0 && $0.stream == 1 }, timeout: 1)) ?? []
+        #expect(RawConnection.messages(frames + more, stream: 1).count == 2, "states in between were queued")
     }
 
     @Test("a graceful shutdown ends open streams with OK and the agent exits")
