@@ -41,6 +41,15 @@ struct WorkloadAPIProtocolTests {
         }
     }
 
+    /// An agent (holding its server) with an SVID for this process (`spiffe://example.org/workload`).
+    static func agentServingThisProcess() throws -> TestAgent {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
+        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        return agent
+    }
+
     static func jwtRequest(_ audience: String) throws -> [UInt8] {
         try WorkloadAPI_JWTSVIDRequest.with { $0.audience = [audience] }.serializedBytes()
     }
@@ -56,10 +65,7 @@ struct WorkloadAPIProtocolTests {
 
     @Test("calls outside the protocol get gRPC's status and a reason, and the connection keeps serving")
     func statuses() async throws {
-        let server = try TestServer()
-        let agent = try TestAgent(server: server)
-        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
-        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        let agent = try Self.agentServingThisProcess()
 
         var config = HTTP2ClientTransport.Posix.Config.defaults
         config.compression = .init(algorithm: .none, enabledAlgorithms: .gzip)
@@ -183,10 +189,7 @@ struct WorkloadAPIProtocolTests {
 
     @Test("a request that is not gRPC gets HTTP 415; a stream reset by its client ends alone; the connection keeps serving")
     func rawFrames() async throws {
-        let server = try TestServer()
-        let agent = try TestAgent(server: server)
-        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
-        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        let agent = try Self.agentServingThisProcess()
         let connection = try RawConnection(agent.socket)
 
         try connection.grpcRequest(stream: 1, contentType: "text/plain")
@@ -225,10 +228,7 @@ struct WorkloadAPIProtocolTests {
 
     @Test("a stream whose reader lags gets the latest state once it reads, not every state in between")
     func slowReader() async throws {
-        let server = try TestServer()
-        let agent = try TestAgent(server: server)
-        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
-        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        let agent = try Self.agentServingThisProcess()
         // A window of one byte: the first message cannot leave the agent until the client allows it.
         let connection = try RawConnection(agent.socket, initialWindow: 1)
         try connection.grpcRequest(stream: 1)
@@ -259,10 +259,7 @@ struct WorkloadAPIProtocolTests {
 
     @Test("a graceful shutdown ends open streams with OK and the agent exits")
     func gracefulShutdown() async throws {
-        let server = try TestServer()
-        let agent = try TestAgent(server: server)
-        try agent.register("/workload", selectors: ["unix:uid:\(getuid())"])
-        _ = try agent.waitForSVID("spiffe://example.org/workload")
+        let agent = try Self.agentServingThisProcess()
         let received = Mutex(0)
         let client = try WorkloadAPIClient(endpoint: agent.socket)
         let stream = Task {
