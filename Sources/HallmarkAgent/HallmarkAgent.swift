@@ -2,9 +2,6 @@
 // server, and the Workload API on its Unix socket, as one service.
 
 import Foundation
-import GRPCCore
-import GRPCNIOTransportHTTP2
-import HallmarkPeerCredentials
 public import Logging
 import SPIFFE
 public import ServiceLifecycle

@@ -248,8 +248,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private func open(_ streamID: HTTP2StreamID, _ headers: HPACKHeaders, endStream: Bool) {
         lastStreamID = max(lastStreamID, streamID)
         guard !draining else {
-            write(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream)))
-            return flushIfNeeded()
+            return write(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream)))
         }
         guard headers.first(name: ":method") == "POST" else {
             return refuse(streamID, httpStatus: "405", endsRequest: endStream)
@@ -258,7 +257,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             return refuse(streamID, httpStatus: "415", endsRequest: endStream)
         }
         let path = headers.first(name: ":path") ?? ""
-        guard let method = WorkloadAPIService.Method(path: path[...]) else {
+        guard let method = WorkloadAPIService.Method(path: path) else {
             return answer(streamID, CallStatus(code: .unimplemented, message: "no method \(path) on the SPIFFE Workload API"), endsRequest: endStream)
         }
         calls[streamID] = Call(method: method, request: ByteBuffer())
@@ -297,9 +296,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         } catch {
             return answer(streamID, CallStatus(error))
         }
-        guard let peer else {
-            return answer(streamID, CallStatus(code: .permissionDenied, message: "the caller's identity could not be established from the kernel"))
-        }
+        guard let peer else { return answer(streamID, CallStatus(PeerCredentials.unknownCallerError)) }
         do {
             call.selectors = try service.selectors(of: peer, call.method)
             calls[streamID] = call
@@ -449,37 +446,31 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     }
 
     /// Ends a call with its status: as trailers after a response, or trailers-only before one.
+    ///
+    /// - Parameter endsRequest: for a stream with no call record, whether the client has ended its side.
     private func answer(_ streamID: HTTP2StreamID, _ status: CallStatus, endsRequest: Bool = false) {
-        var call = calls[streamID]
-        if call?.answered == true { return }
-        var headers = HPACKHeaders()
-        if call?.started != true {
-            headers.add(contentsOf: Self.responseHeaders)
-        }
+        let call = calls[streamID]
+        guard call?.answered != true else { return }
+        let started = call?.started ?? false
+        var headers = started ? HPACKHeaders() : Self.responseHeaders
         headers.add(contentsOf: status.headers)
-        write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: true))))
-        if let method = call?.method, method.streams, call?.started == true, let peer {
-            service.logger.debug("stream ended", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)"])
+        end(streamID, headers, requestEnded: call?.requestEnded ?? endsRequest)
+        calls[streamID]?.answered = true
+        if let call, call.method.streams, started, let peer {
+            service.logger.debug("stream ended", metadata: ["method": "\(call.method.rawValue)", "caller": "\(peer)"])
         }
-        call?.answered = true
-        if let call {
-            calls[streamID] = call
-            if !call.requestEnded { stopRequest(streamID) }
-        } else if !endsRequest {
-            stopRequest(streamID)
-        }
-    }
-
-    /// A call answered before its request ended: the client need send no more (RFC 9113 §8.1).
-    private func stopRequest(_ streamID: HTTP2StreamID) {
-        write(HTTP2Frame(streamID: streamID, payload: .rstStream(.noError)))
     }
 
     /// A response that is not gRPC at all: the request was not a gRPC call.
     private func refuse(_ streamID: HTTP2StreamID, httpStatus: String, endsRequest: Bool) {
-        write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: HPACKHeaders([(":status", httpStatus)]), endStream: true))))
-        if !endsRequest { stopRequest(streamID) }
-        flushIfNeeded()
+        end(streamID, HPACKHeaders([(":status", httpStatus)]), requestEnded: endsRequest)
+    }
+
+    /// The last HEADERS of a stream. Answered before its request ended, the client need send no
+    /// more: RST_STREAM with NO_ERROR tells it so (RFC 9113 §8.1).
+    private func end(_ streamID: HTTP2StreamID, _ headers: HPACKHeaders, requestEnded: Bool) {
+        write(HTTP2Frame(streamID: streamID, payload: .headers(.init(headers: headers, endStream: true))))
+        if !requestEnded { write(HTTP2Frame(streamID: streamID, payload: .rstStream(.noError))) }
     }
 
     private func giveBackWindow(_ bytes: Int) {

@@ -22,7 +22,7 @@ struct WorkloadAPIService: Sendable {
         case fetchJWTBundles = "FetchJWTBundles"
         case validateJWTSVID = "ValidateJWTSVID"
 
-        init?(path: Substring) {
+        init?(path: String) {
             let prefix = "/SpiffeWorkloadAPI/"
             guard path.hasPrefix(prefix), let method = Method(rawValue: String(path.dropFirst(prefix.count))) else { return nil }
             self = method
@@ -51,10 +51,7 @@ struct WorkloadAPIService: Sendable {
     }
 
     /// Attests the caller; returns its selectors.
-    func selectors(of peer: PeerCredentials?, _ method: Method) throws(RPCError) -> Set<Selector> {
-        guard let peer else {
-            throw RPCError(code: .permissionDenied, message: "the caller's identity could not be established from the kernel")
-        }
+    func selectors(of peer: PeerCredentials, _ method: Method) throws(RPCError) -> Set<Selector> {
         do {
             return try attestor.selectors(for: peer)
         } catch {
@@ -83,11 +80,15 @@ struct WorkloadAPIService: Sendable {
     }
 
     /// Deterministic, so that an unchanged state serializes to the same bytes and is not sent again.
-    private static func serialized(_ message: some SwiftProtobuf.Message) throws(RPCError) -> [UInt8] {
+    private static let encoding = {
         var options = BinaryEncodingOptions()
         options.useDeterministicOrdering = true
+        return options
+    }()
+
+    private static func serialized(_ message: some SwiftProtobuf.Message) throws(RPCError) -> [UInt8] {
         do {
-            return try message.serializedBytes(options: options)
+            return try message.serializedBytes(options: encoding)
         } catch {
             throw RPCError(code: .internalError, message: "the response could not be encoded: \(error)")
         }

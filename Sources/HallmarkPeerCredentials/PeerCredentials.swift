@@ -44,6 +44,9 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
         self.init(pid: pid, uid: uid, gid: gid, startTime: UInt64(parts[3]))
     }
 
+    /// The refusal of a caller whose credentials the kernel did not give.
+    public static let unknownCallerError = RPCError(code: .permissionDenied, message: "the caller's identity could not be established from the kernel")
+
     /// The credentials the transport attached to a request.
     ///
     /// - Throws: `RPCError(.permissionDenied)` when there are none (the call did not come through
@@ -51,7 +54,7 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
     public init(metadata: Metadata) throws {
         let values = Array(metadata[stringValues: Self.metadataKey])
         guard values.count == 1, let credentials = PeerCredentials(headerValue: values[0]) else {
-            throw RPCError(code: .permissionDenied, message: "the caller's identity could not be established from the kernel")
+            throw Self.unknownCallerError
         }
         self = credentials
     }

@@ -38,7 +38,8 @@ public final class Broadcast: Sendable {
 
     /// Something changed: wake every subscriber.
     public func notify() {
-        state.withLock { for subscriber in $0.subscribers.values { subscriber.wake() } }
+        // Woken outside the lock, as in finishAll: a callback may unsubscribe.
+        for subscriber in state.withLock({ Array($0.subscribers.values) }) { subscriber.wake() }
     }
 
     /// Ends every subscription, now and from now on (graceful shutdown).
