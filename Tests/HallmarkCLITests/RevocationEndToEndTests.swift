@@ -188,7 +188,7 @@ struct RevocationEndToEndTests {
             if current.status == 0 { break }
             usleep(50_000)
         }
-        #expect(current.status == 0, "\(current.stderr)")
+        #expect(current.status == 0, "\(current.stderr)\nthe agent's log, last lines:\n\(agent.log.suffix(3000))")
         let spiffe = try server.hallmark(["bundle", "show", "--format", "spiffe"]).stdout
         #expect(try SPIFFEBundle(trustDomain: TrustDomain("example.org"), json: Data(spiffe.utf8)).x509Authorities.count == 1)
     }
