@@ -167,6 +167,12 @@ struct RevocationEndToEndTests {
         let accepted = try Run.process(Run.hallmarkBinary, ["svid", "verify", "--bundle", stillTrusted, "--chain", "\(oldDir)/svid.pem"])
         #expect(accepted.status == 0, "\(accepted.stderr)")
 
+        // As an operator must: revoke only once the agents have replaced their own SVIDs from the
+        // tainted key. The server checks an agent's certificate against the bundle on every call,
+        // so an agent still holding one after the revocation is locked out.
+        let renewed = Date().addingTimeInterval(10)
+        while !agent.log.contains("renewed the agent SVID") && Date() < renewed { usleep(50_000) }
+        #expect(agent.log.contains("renewed the agent SVID"), "the agent did not renew its own SVID after the taint")
         let revoked = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
         #expect(revoked.status == 0, "\(revoked.stderr)")
         let after = try X509SVID.certificates(pem: try server.hallmark(["bundle", "show"]).stdout)
