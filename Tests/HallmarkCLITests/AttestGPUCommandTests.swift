@@ -45,4 +45,20 @@ struct AttestGPUCommandTests {
         let badNonce = try Run.process(Run.hallmarkBinary, Self.arguments(nonce: "xyz", at: "2024-06-01T00:00:00Z", rims: false))
         #expect(badNonce.status != 0 && badNonce.stderr.contains("--nonce"))
     }
+
+    @Test("a forged RIM (re-signed with a key it carries itself) makes attest gpu exit 1, naming the rule")
+    func forgedRIM() throws {
+        let dir = try TemporaryDirectory("attest-forged-rim")
+        let original = try String(contentsOfFile: "\(Self.fixtures)/hopper-2023/Driver_RIM_test_no_gpu.swidtag", encoding: .utf8)
+        let forged = try RIMForgery.rsaKeyValue.forge(original, in: dir.path("forged"))
+        let arguments = Self.arguments(at: "2024-06-01T00:00:00Z").map { $0.hasSuffix("Driver_RIM_test_no_gpu.swidtag") ? forged : $0 }
+        #expect(arguments.contains(forged))
+        let result = try Run.process(Run.hallmarkBinary, arguments)
+        #expect(result.status == 1, "\(result.stdout)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as? [String: Any]
+        let check = (object?["checks"] as? [[String: Any]] ?? []).first { $0["name"] as? String == "rim.rsaKeyValue.swidtag.signature" }
+        #expect(check?["outcome"] as? String == "failed")
+        #expect((check?["detail"] as? String)?.contains("KeyInfo may carry only X509Data") == true, "\(String(describing: check))")
+    }
 }
+

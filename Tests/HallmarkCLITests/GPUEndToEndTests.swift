@@ -77,4 +77,28 @@ struct GPUEndToEndTests {
         ])
         #expect(unconfigured.status != 0 && unconfigured.stderr.contains("GPU attestation is not configured"), "\(unconfigured.stderr)")
     }
+
+    @Test("a RIM re-signed by an attacker to bless a tampered GPU gives the server no gpu:rim:verified, and the audit names the rule")
+    func forgedRIMOnServer() throws {
+        let dir = try TemporaryDirectory("gpu-forged-rim")
+        let state = GPUSimulator.State(dir: dir.path("gpu"))
+        try GPUSimulator.create(in: state.dir)
+        FileManager.default.createFile(atPath: state.tamperedFlag, contents: nil)
+        // The VBIOS RIM's golden value for block 2 becomes what the tampered GPU measures.
+        let forged = try RIMForgery.rsaKeyValue.forge(
+            try String(contentsOfFile: state.vbiosRIM, encoding: .utf8), replacing: GPUSimulator.block2Golden, with: GPUSimulator.block2Tampered,
+            in: dir.path("forged")
+        )
+        let server = try TestServer(arguments: [
+            "--gpu-root", state.deviceRoot, "--gpu-rim-root", state.rimRoot, "--gpu-rim", state.driverRIM, "--gpu-rim", forged,
+        ])
+        let agent = try TestAgent(
+            server: server, name: "tampered", attestation: ["--join-token", try TestAgent.token(server), "--gpu-evidence-command", "\(Self.simulator) --state \(state.dir)"]
+        )
+        let facts = try selectors(server, agent)
+        #expect(facts.contains("gpu:model:GH100") && !facts.contains("gpu:rim:verified"), "\(facts)")
+        let audit = try server.hallmark(["audit", "show", "--output", "json"]).stdout
+        #expect(audit.contains("KeyInfo may carry only X509Data"), "the audit log names the rule")
+    }
 }
+

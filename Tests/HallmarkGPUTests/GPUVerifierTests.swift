@@ -159,4 +159,57 @@ struct GPUVerifierTests {
         ])
         #expect(witness.status == 0, "\(witness.stderr)")
     }
+
+    /// What each forgery must be refused for.
+    static let forgeryRules: [RIMForgery: String] = [
+        .rsaKeyValue: "KeyInfo may carry only X509Data", .ecKeyValue: "KeyInfo may carry only X509Data",
+        .selfMadeChain: "chains to the pinned root", .twoReferences: "exactly one Reference", .extraTransform: "may add only C14N 1.1",
+    ]
+
+    @Test("a RIM re-signed with the attacker's own key is refused, naming the rule; xmlsec1 with X.509 keys only agrees", arguments: RIMForgery.allCases)
+    func forgedRIM(_ forgery: RIMForgery) async throws {
+        let dir = try TemporaryDirectory("rim-forgery")
+        let original = try NVIDIAFixtures.text("hopper-2023/Driver_RIM_test_no_gpu.swidtag")
+        let path = try forgery.forge(original, in: dir.path("forged"))
+        let forged = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+        #expect(String(decoding: forged, as: UTF8.self).contains(RIMForgery.forgedMeasurement))
+        var rims = try NVIDIAFixtures.rims()
+        rims[0].xml = forged
+        let result = await try NVIDIAFixtures.verifier().verify(
+            report: try NVIDIAFixtures.report(), chain: try NVIDIAFixtures.chain(), nonce: NVIDIAFixtures.nonce, rims: rims, at: NVIDIAFixtures.inside
+        )
+        let check = try #require(result.check("rim.driver.signature"))
+        #expect(check.outcome == .failed)
+        #expect(check.detail.contains(try #require(Self.forgeryRules[forgery])), "\(check.detail)")
+        #expect(result.check("rim.measurements")?.outcome == .notChecked && !result.rimVerified)
+        // The attacker's own view: the document verifies with the key it carries.
+        if forgery == .rsaKeyValue {
+            let selfConsistent = try Run.process("/usr/bin/xmlsec1", ["--verify", path])
+            #expect(selfConsistent.status == 0, "the forgery is a well-made signature: \(selfConsistent.stderr)")
+        }
+        let witness = try Run.process("/usr/bin/xmlsec1", [
+            "--verify", "--enabled-key-data", "x509", "--trusted-pem", NVIDIAFixtures.path("verifier_RIM_root.pem"),
+            "--verification-time", "2024-06-01+00:00:00", path,
+        ])
+        #expect(witness.status != 0, "xmlsec1 refuses it too")
+    }
+
+    @Test("the signature must be NVIDIA's shape: one, enveloped, on the root element")
+    func signatureShape() async throws {
+        let original = try NVIDIAFixtures.text("hopper-2023/Driver_RIM_test_no_gpu.swidtag")
+        let signature = try #require(original.range(of: "<ds:Signature")).lowerBound..<(try #require(original.range(of: "</ds:Signature>")).upperBound)
+        let element = String(original[signature])
+        // The same signature moved into the Payload, and a second copy beside it.
+        let moved = original.replacingCharacters(in: signature, with: "").replacingOccurrences(of: "</ns0:Payload>", with: element + "</ns0:Payload>")
+        let doubled = original.replacingCharacters(in: signature, with: element + element)
+        for (document, rule) in [(moved, "child of the document's root element"), (doubled, "exactly one Signature")] {
+            #expect(document != original)
+            var rims = try NVIDIAFixtures.rims()
+            rims[0].xml = Array(document.utf8)
+            let result = await try NVIDIAFixtures.verifier().verify(
+                report: try NVIDIAFixtures.report(), chain: try NVIDIAFixtures.chain(), nonce: NVIDIAFixtures.nonce, rims: rims, at: NVIDIAFixtures.inside
+            )
+            #expect(result.check("rim.driver.signature")?.detail.contains(rule) == true, "\(result.check("rim.driver.signature")?.detail ?? "")")
+        }
+    }
 }

@@ -51,6 +51,14 @@ public enum GPUSimulator {
     /// The measurement of SPDM block `index` (1-based).
     static func measurement(_ index: Int) -> [UInt8] { Array(SHA384.hash(data: Array("hallmark simulated block \(index)".utf8))) }
 
+    /// Block 2's measurement as the RIM has it (hex), and as a tampered GPU reports it.
+    public static var block2Golden: String { measurement(2).map { String(format: "%02x", $0) }.joined() }
+    public static var block2Tampered: String {
+        var value = measurement(2)
+        value[0] ^= 0xff
+        return value.map { String(format: "%02x", $0) }.joined()
+    }
+
     /// Evidence for `nonce`: the report (request ‖ response) and the chain, leaf first, PEM.
     public static func evidence(_ state: State, nonce: [UInt8]) throws -> (report: [UInt8], chainPEM: String) {
         let tampered = FileManager.default.fileExists(atPath: state.tamperedFlag)
@@ -58,7 +66,7 @@ public enum GPUSimulator {
         var record: [UInt8] = []
         for index in 1...64 {
             var value = measurement(index)
-            if tampered, index == 2 { value[0] ^= 0xff }
+            if tampered, index == 2 { value[0] ^= 0xff }  // as block2Tampered
             record += [UInt8(index), 0x01] + le16(51) + [0x01] + le16(48) + value
         }
         signed += [0x11, 0x60, 0x00, 0x00, 64] + Array(le32(UInt32(record.count)).prefix(3)) + record
