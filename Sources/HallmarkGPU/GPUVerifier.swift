@@ -97,9 +97,19 @@ public struct GPUVerifier: Sendable {
             RFC5280Policy(validationTime: time)
             DeviceCertificatePolicy()
         }
+        // Every fact about the device comes from the path built here, never from where the agent put
+        // a certificate: intermediates are an unordered pool to path validation.
+        var verifiedPath: [Certificate]?
         switch await verifier.validate(leaf: leaf, intermediates: CertificateStore(intermediates)) {
         case .validCertificate(let path):
-            checks.append(.passed("certificate-chain", "\(path.count) certificates to the pinned root \(deviceRoot.subject)"))
+            let offPath = intermediates.filter { !path.contains($0) }
+            if offPath.isEmpty {
+                verifiedPath = Array(path)
+                checks.append(.passed("certificate-chain", "\(path.count) certificates to the pinned root \(deviceRoot.subject)"))
+            } else {
+                let names = offPath.map { "\($0.subject)" }.joined(separator: "; ")
+                checks.append(.failed("certificate-chain", "the chain carries certificates that are not on the verified path to the pinned root: \(names)"))
+            }
         case .couldNotValidate(let failures):
             let reasons = failures.map { "\($0.policyFailureReason)" }
             checks.append(.failed("certificate-chain", "the chain does not verify to the pinned root \(deviceRoot.subject): \(reasons.isEmpty ? "no path" : reasons.joined(separator: "; "))"))
@@ -118,12 +128,17 @@ public struct GPUVerifier: Sendable {
             ? .notChecked("revocation", "revocation needs NVIDIA's OCSP service; no OCSP response was given, so it was not checked")
             : Self.revocation([leaf] + intermediates, root: deviceRoot, responses: ocsp, at: time))
 
-        guard signatureOK, let driver = report.driverVersion, let vbios = report.vbiosVersion else {
-            if signatureOK { checks.append(.failed("claims", "the report lacks the driver or VBIOS version field")) }
+        guard signatureOK, let path = verifiedPath else { return GPUVerification(checks: checks, claims: nil) }
+        guard let driver = report.driverVersion, let vbios = report.vbiosVersion else {
+            checks.append(.failed("claims", "the report lacks the driver or VBIOS version field"))
+            return GPUVerification(checks: checks, claims: nil)
+        }
+        guard let ueid = Self.ueid(path) else {
+            checks.append(.failed("claims", "the leaf's issuer on the verified path carries no serialNumber (the device's UEID)"))
             return GPUVerification(checks: checks, claims: nil)
         }
         let claims = GPUClaims(
-            model: Self.model(leaf), ueid: Self.ueid(chain), driverVersion: driver, vbiosVersion: vbios,
+            model: Self.model(leaf), ueid: ueid, driverVersion: driver, vbiosVersion: vbios,
             chipSKU: report.chipSKU ?? "", project: report.project ?? "", projectSKU: report.projectSKU ?? ""
         )
         if !rims.isEmpty { checks += verifyRIMs(rims, report: report, claims: claims, at: time) }
@@ -216,11 +231,12 @@ public struct GPUVerifier: Sendable {
     }
 
     /// The device's serial: the serialNumber attribute of the device identity certificate, the
-    /// leaf's issuer in NVIDIA's chain.
-    static func ueid(_ chain: [Certificate]) -> String {
+    /// leaf's issuer on the verified path (leaf first, root last).
+    static func ueid(_ path: [Certificate]) -> String? {
         let serialNumber: ASN1ObjectIdentifier = [2, 5, 4, 5]
-        let holder = chain.count > 1 ? chain[1] : chain[0]
-        return holder.subject.compactMap { rdn in rdn.first { $0.type == serialNumber } }.first.map { "\($0.value)" } ?? ""
+        guard path.count > 2 else { return nil }
+        let value = path[1].subject.compactMap { rdn in rdn.first { $0.type == serialNumber } }.first.map { "\($0.value)" }
+        return value?.isEmpty == false ? value : nil
     }
 
 }

@@ -212,4 +212,25 @@ struct GPUVerifierTests {
             #expect(result.check("rim.driver.signature")?.detail.contains(rule) == true, "\(result.check("rim.driver.signature")?.detail ?? "")")
         }
     }
+
+    @Test("the UEID comes from the verified path: another GPU's certificate slipped in at position 1 is refused")
+    func ueidFromVerifiedPath() async throws {
+        let dir = try TemporaryDirectory("gpu-other")
+        let other = try GPUSimulator.create(in: dir.path("other"))
+        let otherIdentity = try X509SVID.certificates(pem: try String(contentsOfFile: "\(other.dir)/device-id.pem", encoding: .utf8))[0]
+        var chain = try NVIDIAFixtures.chain()
+        chain.insert(otherIdentity, at: 1)
+        let result = await try NVIDIAFixtures.verifier().verify(report: try NVIDIAFixtures.report(), chain: chain, nonce: NVIDIAFixtures.nonce, at: NVIDIAFixtures.inside)
+        let check = try #require(result.check("certificate-chain"))
+        #expect(check.outcome == .failed && check.detail.contains("not on the verified path") && check.detail.contains("SIM0000000001"), "\(check.detail)")
+        #expect(result.claims == nil && !result.passed, "no claim is made from a chain that carries another device's certificate")
+
+        // The same certificates in another order: the path decides, not the positions.
+        let genuine = try NVIDIAFixtures.chain()
+        let shuffled = [genuine[0]] + genuine.dropFirst().dropLast().reversed()
+        let reordered = await try NVIDIAFixtures.verifier().verify(report: try NVIDIAFixtures.report(), chain: shuffled, nonce: NVIDIAFixtures.nonce, at: NVIDIAFixtures.inside)
+        #expect(reordered.check("certificate-chain")?.outcome == .passed, "\(reordered.check("certificate-chain")?.detail ?? "")")
+        #expect(reordered.claims?.ueid == "41FFEEB20009E0BE49")
+    }
 }
+

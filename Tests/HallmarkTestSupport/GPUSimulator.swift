@@ -31,16 +31,24 @@ public enum GPUSimulator {
         public init(dir: String) { self.dir = dir }
     }
 
-    /// Makes the device PKI, the RIM PKI and two signed RIMs in `dir`.
+    /// Makes the device PKI, the RIM PKI and two signed RIMs in `dir`: a GPU whose UEID is
+    /// `serial`. With `sharing`, another GPU of the same maker: the roots and RIMs are that one's.
     @discardableResult
-    public static func create(in dir: String) throws -> State {
+    public static func create(in dir: String, serial: String = "SIM0000000001", sharing: State? = nil) throws -> State {
         let state = State(dir: dir)
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        try ca(dir, "device-root", subject: "/O=Hallmark Test/CN=Test Device Identity CA", issuer: nil, isCA: true)
-        try ca(dir, "device-id", subject: "/serialNumber=SIM0000000001/O=Hallmark Test/CN=GH100 A01 GSP BROM", issuer: "device-root", isCA: true)
+        if let sharing {
+            for file in ["device-root.pem", "device-root.key", "rim-root.pem", "rim-root.key", "driver.swidtag", "vbios.swidtag"] {
+                try FileManager.default.copyItem(atPath: "\(sharing.dir)/\(file)", toPath: "\(dir)/\(file)")
+            }
+        } else {
+            try ca(dir, "device-root", subject: "/O=Hallmark Test/CN=Test Device Identity CA", issuer: nil, isCA: true)
+        }
+        try ca(dir, "device-id", subject: "/serialNumber=\(serial)/O=Hallmark Test/CN=GH100 A01 GSP BROM", issuer: "device-root", isCA: true)
         try ca(dir, "device", subject: "/O=Hallmark Test/CN=GH100 A01 GSP FMC LF", issuer: "device-id", isCA: false)
         let chain = try ["device", "device-id", "device-root"].map { try String(contentsOfFile: "\(dir)/\($0).pem", encoding: .utf8) }.joined()
         try chain.write(toFile: state.chain, atomically: true, encoding: .utf8)
+        guard sharing == nil else { return state }
         try ca(dir, "rim-root", subject: "/O=Hallmark Test/CN=Test RIM Root CA", issuer: nil, isCA: true)
         try ca(dir, "rim-signer", subject: "/O=Hallmark Test/CN=Test RIM Signer", issuer: "rim-root", isCA: false)
         try signRIM(state, name: "driver", version: driverVersion, indices: driverIndices, to: state.driverRIM)
