@@ -184,7 +184,10 @@ let package = Package(
         ),
         .testTarget(
             name: "HallmarkServerTests",
-            dependencies: ["HallmarkServer", "HallmarkStore", "HallmarkCA", "HallmarkAttestation", "SPIFFE", "HallmarkTestSupport", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "HallmarkServer", "HallmarkStore", "HallmarkCA", "HallmarkAttestation", "HallmarkSupport", "SPIFFE", "HallmarkTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -212,15 +212,9 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     private func setBanned(_ banned: Bool, _ text: String, _ metadata: Metadata) async throws -> Admin_Agent {
         let uid = try caller(metadata)
         let id = try agentID(text)
-        guard var node = try await store.attestedNode(id) else { throw StoreError(.notFound, "agent: no attested agent \(id)") }
-        guard node.banned != banned else {
-            throw CAError("agent: \(id) is \(banned ? "already banned" : "not banned")")
-        }
         let detail = banned ? try await affectedEntries(id) : "may attest again"
-        node.banned = banned
-        node.serialNumber = ""
-        try await store.saveAttestedNode(
-            node, audit: AuditEvent(time: now(), callerUID: uid, action: banned ? "agent.ban" : "agent.unban", target: id.description, detail: detail)
+        let node = try await store.setAttestedNodeBanned(
+            id, banned, audit: AuditEvent(time: now(), callerUID: uid, action: banned ? "agent.ban" : "agent.unban", target: id.description, detail: detail)
         )
         events.notify()
         logger.notice(banned ? "agent banned" : "agent unbanned", metadata: ["agent": "\(id)", "caller_uid": "\(uid)"])
@@ -409,7 +403,8 @@ enum AdminErrors {
             switch error.code {
             case .notFound: return RPCError(code: .notFound, message: error.message)
             case .alreadyExists: return RPCError(code: .alreadyExists, message: error.message)
-            case .revisionMismatch: return RPCError(code: .failedPrecondition, message: error.message)
+            case .revisionMismatch, .conflict: return RPCError(code: .failedPrecondition, message: error.message)
+            case .banned: return RPCError(code: .permissionDenied, message: error.message)
             case .tokenUsed, .tokenExpired: return RPCError(code: .permissionDenied, message: error.message)
             default: return RPCError(code: .internalError, message: error.message)
             }

@@ -76,17 +76,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     )
                 }
                 let gpu = try await attestGPUs(gpus.evidence, nonce: attested.nonce)
-                let time = now()
-                let svid = try await sign(csr: Array(params.csr), id: attested.id, ttl: config.agentSVIDTTL, at: time)
-                let node = AttestedNode(
-                    spiffeID: attested.id, attestationType: params.method, serialNumber: Hex.encode(svid.serial),
-                    expiresAt: svid.notAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
-                )
-                let detail = gpu.detail.isEmpty ? attested.detail : "\(attested.detail); \(gpu.detail)"
-                try await store.saveAttestedNode(
-                    node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: detail)
-                )
-                events.notify()
+                let (node, svid) = try await admit(attested, method: params.method, csr: Array(params.csr), gpu: gpu)
                 logger.info("agent attested", metadata: ["agent": "\(attested.id)", "method": "\(params.method)", "peer": "\(context.remotePeer)"])
                 let bundle = try await ca.bundle()
                 try await writer.write(AgentAPI_AttestResponse.with {
@@ -104,6 +94,35 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 throw error
             }
         }
+    }
+
+    /// Signs the agent's SVID and writes its node record. The store refuses, inside the writing
+    /// transaction, a node banned while its attestation was under way and a GPU that another live
+    /// node holds; either refusal is audited.
+    func admit(
+        _ attested: AttestedIdentity, method: String, csr: [UInt8], gpu: (selectors: [Selector], detail: String)
+    ) async throws -> (node: AttestedNode, svid: IssuedX509SVID) {
+        let time = now()
+        let svid = try await sign(csr: csr, id: attested.id, ttl: config.agentSVIDTTL, at: time)
+        let node = AttestedNode(
+            spiffeID: attested.id, attestationType: method, serialNumber: Hex.encode(svid.serial),
+            expiresAt: svid.notAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
+        )
+        let detail = gpu.detail.isEmpty ? attested.detail : "\(attested.detail); \(gpu.detail)"
+        do {
+            try await store.admitAttestedNode(
+                node, exclusive: gpu.selectors.filter { $0.type == "gpu" && $0.value.hasPrefix("ueid:") },
+                audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: detail)
+            )
+        } catch let error as StoreError where error.code == .banned || error.code == .conflict {
+            let reason = error.code == .banned ? "agent \(attested.id) is banned" : error.message
+            try await store.appendAudit([
+                AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, result: "refused", detail: reason)
+            ])
+            throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
+        }
+        events.notify()
+        return (node, svid)
     }
 
     // MARK: Calls from attested agents
@@ -145,13 +164,29 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
 
     func renewAgent(request: ServerRequest<AgentAPI_RenewAgentRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_RenewAgentResponse> {
         try await guarded("agent.renew", context) {
-            var node = try await callingAgent(context)
-            let time = now()
-            let svid = try await sign(csr: Array(request.message.csr), id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
-            node.serialNumber = Hex.encode(svid.serial)
-            node.expiresAt = svid.notAfter
-            try await store.saveAttestedNode(node, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
+            let svid = try await renew(try await callingAgent(context), csr: Array(request.message.csr))
             return ServerResponse(message: AgentAPI_RenewAgentResponse.with { $0.svidChain = svid.chain.map { Data($0) } })
+        }
+    }
+
+    /// Signs a new SVID for an attested node; the store writes it only while the node is still the
+    /// one read (not evicted, banned or renewed meanwhile), so a renewal never undoes a withdrawal.
+    func renew(_ read: AttestedNode, csr: [UInt8]) async throws -> IssuedX509SVID {
+        var node = read
+        let time = now()
+        let svid = try await sign(csr: csr, id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
+        node.serialNumber = Hex.encode(svid.serial)
+        node.expiresAt = svid.notAfter
+        try await updateNode(node, read: read, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
+        return svid
+    }
+
+    /// Writes a node changed from `read`; a node withdrawn since it was read is refused as no longer attested.
+    func updateNode(_ node: AttestedNode, read: AttestedNode, audit: AuditEvent) async throws {
+        do {
+            try await store.updateAttestedNode(node, expectedSerial: read.serialNumber, audit: audit)
+        } catch let error as StoreError where error.code == .notFound || error.code == .conflict {
+            throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested as it was (evicted, banned or renewed meanwhile)")
         }
     }
 

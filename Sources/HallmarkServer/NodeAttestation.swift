@@ -219,7 +219,8 @@ extension AgentService {
 
     func reattest(request: ServerRequest<AgentAPI_ReattestRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_ReattestResponse> {
         try await guarded("agent.reattest", context) {
-            var node = try await callingAgent(context)
+            let read = try await callingAgent(context)
+            var node = read
             guard let tpm = config.tpm, node.attestationType == TPMAttestation.method else {
                 throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) did not attest with a TPM")
             }
@@ -246,7 +247,7 @@ extension AgentService {
             let selectors = node.selectors.filter { !$0.value.hasPrefix("pcr:") } + pcrSelectors
             if Set(selectors) != Set(node.selectors) {
                 node.selectors = selectors.sorted()
-                try await store.saveAttestedNode(node, audit: AuditEvent(time: now(), callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: "PCR selectors changed"))
+                try await updateNode(node, read: read, audit: AuditEvent(time: now(), callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: "PCR selectors changed"))
                 events.notify()
             }
             return ServerResponse(message: AgentAPI_ReattestResponse.with {

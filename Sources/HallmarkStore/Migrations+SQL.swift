@@ -144,5 +144,10 @@ CREATE TRIGGER entries_change_log_delete AFTER DELETE ON entries BEGIN
     VALUES ('entry', OLD.id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
 END;
 """#),
+        Migration(version: 4, name: "0004_node_selector_lookup.sql", sql: #"""
+-- Admitting a node looks up who else holds a selector that must be unique (a GPU's UEID: one GPU
+-- backs one attested node), inside the admitting transaction; this index keeps that a lookup.
+CREATE INDEX node_selectors_by_value ON node_selectors (type, value);
+"""#),
     ]
 }

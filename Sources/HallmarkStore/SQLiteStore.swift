@@ -365,33 +365,101 @@ public final class SQLiteStore: Store {
 
     // MARK: Attested nodes
 
-    public func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws {
-        try await saveAttestedNodes([node], audit: audit)
+    public func admitAttestedNode(_ node: AttestedNode, exclusive: [Selector], audit: AuditEvent) async throws {
+        try await pool.write { db in
+            let id = node.spiffeID.description
+            if try Bool.fetchOne(db, sql: "SELECT banned FROM attested_nodes WHERE spiffe_id = ?", arguments: [id]) == true {
+                throw StoreError(.banned, "store: agent \(id) is banned")
+            }
+            for selector in exclusive {
+                let holder = try String.fetchOne(
+                    db, sql: "SELECT spiffe_id FROM node_selectors WHERE type = ? AND value = ? AND spiffe_id != ? LIMIT 1",
+                    arguments: [selector.type, selector.value, id]
+                )
+                if let holder {
+                    throw StoreError(.conflict, "store: \(selector) is already held by attested agent \(holder); evict it first")
+                }
+            }
+            try Self.insertNode(node, at: audit.time, db)
+            try Self.append([audit], db)
+        }
+    }
+
+    public func updateAttestedNode(_ node: AttestedNode, expectedSerial: String, audit: AuditEvent) async throws {
+        try await pool.write { db in
+            let id = node.spiffeID.description
+            try db.execute(
+                sql: """
+                    UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, expires_at = ?, attested_at = ?, attestation_data = ?
+                    WHERE spiffe_id = ? AND serial_number = ? AND banned = 0
+                    """,
+                arguments: [
+                    node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970), Int64(node.attestedAt.timeIntervalSince1970),
+                    Data(node.attestationData), id, expectedSerial,
+                ]
+            )
+            guard db.changesCount == 1 else {
+                guard try Self.fetchNodes(db, spiffeID: node.spiffeID).first != nil else {
+                    throw StoreError(.notFound, "store: no attested agent \(id)")
+                }
+                throw StoreError(.conflict, "store: agent \(id) was banned or re-issued since it was read; nothing was written")
+            }
+            try db.execute(sql: "DELETE FROM node_selectors WHERE spiffe_id = ?", arguments: [id])
+            try Self.insertSelectors(node, db)
+            try Self.recordChange(db, .node, id, audit.time)
+            try Self.append([audit], db)
+        }
+    }
+
+    public func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode {
+        try await pool.write { db in
+            guard var node = try Self.fetchNodes(db, spiffeID: spiffeID).first else {
+                throw StoreError(.notFound, "store: no attested agent \(spiffeID)")
+            }
+            guard node.banned != banned else {
+                throw StoreError(.conflict, "store: agent \(spiffeID) is \(banned ? "already banned" : "not banned")")
+            }
+            try db.execute(
+                sql: "UPDATE attested_nodes SET banned = ?, serial_number = '' WHERE spiffe_id = ?", arguments: [banned, spiffeID.description]
+            )
+            node.banned = banned
+            node.serialNumber = ""
+            try Self.recordChange(db, .node, spiffeID.description, audit.time)
+            try Self.append([audit], db)
+            return node
+        }
     }
 
     /// Saves many attested nodes in one transaction under one audit event (bulk imports).
     public func saveAttestedNodes(_ nodes: [AttestedNode], audit: AuditEvent) async throws {
         try await pool.write { db in
-            for node in nodes {
-                try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
-                try db.cachedStatement(
-                    sql: """
-                        INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
-                        VALUES (?, ?, ?, ?, ?, ?, ?)
-                        """
-                ).execute(
-                    arguments: [
-                        node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
-                        Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
-                    ]
-                )
-                for selector in Set(node.selectors) {
-                    try db.cachedStatement(sql: "INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)")
-                        .execute(arguments: [node.spiffeID.description, selector.type, selector.value])
-                }
-                try Self.recordChange(db, .node, node.spiffeID.description, audit.time)
-            }
+            for node in nodes { try Self.insertNode(node, at: audit.time, db) }
             try Self.append([audit], db)
+        }
+    }
+
+    /// Writes `node` in place of any record with its ID, and logs the change.
+    private static func insertNode(_ node: AttestedNode, at time: Date, _ db: Database) throws {
+        try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
+        try db.cachedStatement(
+            sql: """
+                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
+                VALUES (?, ?, ?, ?, ?, ?, ?)
+                """
+        ).execute(
+            arguments: [
+                node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
+                Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
+            ]
+        )
+        try insertSelectors(node, db)
+        try recordChange(db, .node, node.spiffeID.description, time)
+    }
+
+    private static func insertSelectors(_ node: AttestedNode, _ db: Database) throws {
+        for selector in Set(node.selectors) {
+            try db.cachedStatement(sql: "INSERT INTO node_selectors (spiffe_id, type, value) VALUES (?, ?, ?)")
+                .execute(arguments: [node.spiffeID.description, selector.type, selector.value])
         }
     }
 

@@ -2,6 +2,7 @@
 // audit record and change-log row, before it returns: an acknowledged write is durable.
 
 public import Foundation
+public import HallmarkAttestation
 public import SPIFFE
 
 public protocol Store: Sendable {
@@ -28,8 +29,17 @@ public protocol Store: Sendable {
     /// Marks the token with this hash used and returns it; refuses unknown, expired and used tokens.
     func redeemJoinToken(hash: [UInt8], at time: Date) async throws -> JoinTokenRecord
 
-    // Attested nodes
-    func saveAttestedNode(_ node: AttestedNode, audit: AuditEvent) async throws
+    // Attested nodes. Every write checks, inside its own transaction, that the record it replaces
+    // is still the one its caller decided on: no decision made on a stale read is ever written.
+    /// Writes the node that attestation proved. Refuses (`.banned`) when the node's existing record
+    /// is banned, and (`.conflict`) when another node holds one of `exclusive` (one GPU backs one node).
+    func admitAttestedNode(_ node: AttestedNode, exclusive: [Selector], audit: AuditEvent) async throws
+    /// Replaces a node's record only while it is unbanned and still carries SVID serial
+    /// `expectedSerial` (`.conflict` otherwise, `.notFound` when it is gone).
+    func updateAttestedNode(_ node: AttestedNode, expectedSerial: String, audit: AuditEvent) async throws
+    /// Bans (clearing the SVID serial, so the current SVID stays refused after an unban) or unbans;
+    /// refuses an unknown node (`.notFound`) and a node already in that state (`.conflict`).
+    func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode
     func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode?
     func attestedNodes() async throws -> [AttestedNode]
     /// Removes an attested node (eviction) and returns it; refuses an unknown one.
@@ -55,7 +65,7 @@ public protocol Store: Sendable {
 /// A store failure with a code to act on.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt }
+        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt, banned, conflict }
         fileprivate let base: Base
         public var description: String { base.rawValue }
         public static let notFound = Code(base: .notFound)
@@ -65,6 +75,10 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let tokenUsed = Code(base: .tokenUsed)
         public static let newerSchema = Code(base: .newerSchema)
         public static let corrupt = Code(base: .corrupt)
+        /// The record is banned, so the write that would trust it again is refused.
+        public static let banned = Code(base: .banned)
+        /// The record changed since the caller read it, or another record holds what must be unique.
+        public static let conflict = Code(base: .conflict)
     }
 
     public let code: Code

@@ -20,8 +20,8 @@ struct GPUEndToEndTests {
         let dir = try TemporaryDirectory("gpu-sim")
         let good = GPUSimulator.State(dir: dir.path("good"))
         try GPUSimulator.create(in: good.dir)
-        let bad = GPUSimulator.State(dir: dir.path("tampered"))
-        try FileManager.default.copyItem(atPath: good.dir, toPath: bad.dir)
+        // A second GPU of the same maker (one GPU backs one node), whose firmware is tampered with.
+        let bad = try GPUSimulator.create(in: dir.path("tampered"), serial: "SIM0000000002", sharing: good)
         FileManager.default.createFile(atPath: bad.tamperedFlag, contents: nil)
 
         let server = try TestServer(arguments: [
@@ -52,11 +52,23 @@ struct GPUEndToEndTests {
         )
         let tamperedFacts = try selectors(server, tampered)
         #expect(tamperedFacts.contains("gpu:model:GH100") && !tamperedFacts.contains("gpu:rim:verified"), "\(tamperedFacts)")
+        #expect(tamperedFacts.contains("gpu:ueid:SIM0000000002"), "\(tamperedFacts)")
         try tampered.register("/control", selectors: ["unix:uid:0"])
         let fetched = try tampered.waitForSVID("spiffe://example.org/control")
         #expect(!fetched.stdout.contains("spiffe://example.org/model/serving"), "no verified-GPU identity on a GPU whose measurements differ")
         let audit = try server.hallmark(["audit", "show", "--output", "json"]).stdout
         #expect(audit.contains("rim not verified") && audit.contains("measurements differ from the RIMs"), "the audit log says why")
+
+        // The good GPU's evidence relayed by another node while the first node holds that GPU.
+        let bundle = try server.dir.write("relay-bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
+        let relay = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("relay"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("relay.sock"), "--join-token", try TestAgent.token(server),
+            "--gpu-evidence-command", "\(Self.simulator) --state \(good.dir)",
+        ], timeout: 60)
+        #expect(relay.status != 0 && relay.stderr.contains("gpu:ueid:SIM0000000001 is already held by attested agent \(agent.spiffeID)"), "\(relay.stderr)")
+        let refused = try server.hallmark(["audit", "show", "--output", "json"]).stdout
+        #expect(refused.contains("already held by attested agent"), "the refusal is audited")
     }
 
     @Test("without an NVIDIA driver the agent refuses --gpu plainly; a server without --gpu-root refuses GPU evidence")

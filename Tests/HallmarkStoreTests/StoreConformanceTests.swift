@@ -204,12 +204,14 @@ struct StoreConformanceTests {
             spiffeID: id, attestationType: "join-token", serialNumber: "01", expiresAt: Self.now.addingTimeInterval(3600),
             attestedAt: Self.now, selectors: [try Selector(parsing: "join-token:id:abc")], attestationData: [0, 1, 2, 0xff]
         )
-        try await store.saveAttestedNode(node, audit: Self.audit("agent.attest"))
+        try await store.admitAttestedNode(node, exclusive: [], audit: Self.audit("agent.attest"))
         #expect(try await store.attestedNode(id) == node)
         node.serialNumber = "02"
-        node.banned = true
         node.selectors = []
-        try await store.saveAttestedNode(node, audit: Self.audit("agent.renew"))
+        try await store.updateAttestedNode(node, expectedSerial: "01", audit: Self.audit("agent.renew"))
+        #expect(try await store.attestedNodes() == [node])
+        node = try await store.setAttestedNodeBanned(id, true, audit: Self.audit("agent.ban"))
+        #expect(node.banned && node.serialNumber == "")
         #expect(try await store.attestedNodes() == [node])
         let changes = try await store.latestChange()
         #expect(try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict")) == node)
@@ -219,7 +221,55 @@ struct StoreConformanceTests {
             try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict"))
         }
         #expect(again?.code == .notFound)
-        #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["agent.attest", "agent.renew", "agent.evict"])
+        #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["agent.attest", "agent.renew", "agent.ban", "agent.evict"])
+    }
+
+    @Test("node writes are compare-and-swap: a decision on a stale read is refused and writes nothing", arguments: StoreBackends.all)
+    func nodeCompareAndSwap(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let id = try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/tpm/abc")
+        let read = AttestedNode(
+            spiffeID: id, attestationType: "tpm", serialNumber: "01", expiresAt: Self.now.addingTimeInterval(3600), attestedAt: Self.now,
+            selectors: [try Selector(parsing: "gpu:ueid:GPU-1")]
+        )
+        try await store.admitAttestedNode(read, exclusive: [], audit: Self.audit("agent.attest"))
+        var renewed = read
+        renewed.serialNumber = "02"
+
+        // A renewal decided before an eviction does not bring the node back.
+        _ = try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict"))
+        let evicted = await #expect(throws: StoreError.self) { try await store.updateAttestedNode(renewed, expectedSerial: "01", audit: Self.audit("agent.renew")) }
+        #expect(evicted?.code == .notFound)
+        #expect(try await store.attestedNode(id) == nil)
+
+        // A renewal decided before a ban does not unban it.
+        try await store.admitAttestedNode(read, exclusive: [], audit: Self.audit("agent.attest"))
+        _ = try await store.setAttestedNodeBanned(id, true, audit: Self.audit("agent.ban"))
+        let banned = await #expect(throws: StoreError.self) { try await store.updateAttestedNode(renewed, expectedSerial: "01", audit: Self.audit("agent.renew")) }
+        #expect(banned?.code == .conflict)
+        #expect(try await store.attestedNode(id)?.banned == true)
+        // Nor does an attestation that was under way when the ban came.
+        let admitted = await #expect(throws: StoreError.self) { try await store.admitAttestedNode(read, exclusive: [], audit: Self.audit("agent.attest")) }
+        #expect(admitted?.code == .banned)
+        #expect(try await store.attestedNode(id)?.banned == true)
+        let twice = await #expect(throws: StoreError.self) { _ = try await store.setAttestedNodeBanned(id, true, audit: Self.audit("agent.ban")) }
+        #expect(twice?.code == .conflict)
+        _ = try await store.setAttestedNodeBanned(id, false, audit: Self.audit("agent.unban"))
+
+        // One GPU backs one node: another node presenting the same UEID is refused until the first is evicted.
+        try await store.admitAttestedNode(read, exclusive: [], audit: Self.audit("agent.attest"))
+        let otherID = try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/tpm/def")
+        let other = AttestedNode(spiffeID: otherID, attestationType: "tpm", serialNumber: "09", expiresAt: read.expiresAt, attestedAt: Self.now, selectors: read.selectors)
+        let held = await #expect(throws: StoreError.self) { try await store.admitAttestedNode(other, exclusive: other.selectors, audit: Self.audit("agent.attest")) }
+        #expect(held?.code == .conflict && held?.message.contains(id.description) == true, "\(String(describing: held))")
+        #expect(try await store.attestedNode(otherID) == nil)
+        // The holder itself attests again freely.
+        try await store.admitAttestedNode(read, exclusive: read.selectors, audit: Self.audit("agent.attest"))
+        _ = try await store.deleteAttestedNode(id, audit: Self.audit("agent.evict"))
+        try await store.admitAttestedNode(other, exclusive: other.selectors, audit: Self.audit("agent.attest"))
+        #expect(try await store.attestedNode(otherID) == other)
     }
 
     @Test("authorities keep their material and change state", arguments: StoreBackends.all)
@@ -332,10 +382,10 @@ struct StoreConformanceTests {
         let none = try await store.entryChanges(after: changes.sequence)
         #expect(none.entries.isEmpty && none.removedIDs.isEmpty && none.sequence == changes.sequence)
         // A node change moves the sequence but changes no entry.
-        try await store.saveAttestedNode(
+        try await store.admitAttestedNode(
             AttestedNode(spiffeID: try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/x"), attestationType: "join_token",
                          serialNumber: "01", expiresAt: Self.now.addingTimeInterval(600), attestedAt: Self.now, selectors: []),
-            audit: Self.audit("agent.attest")
+            exclusive: [], audit: Self.audit("agent.attest")
         )
         let nodeOnly = try await store.entryChanges(after: changes.sequence)
         #expect(nodeOnly.entries.isEmpty && nodeOnly.removedIDs.isEmpty)
