@@ -64,8 +64,10 @@ struct NodeWriteRaceTests {
         #expect(audit.contains { $0.action == "agent.attest" && $0.result == "refused" && $0.detail.contains("banned") })
     }
 
-    @Test("a renewal that lands beside an eviction does not bring the node back")
-    func renewBesideEvict() async throws {
+    enum Withdrawal: String, CaseIterable, Sendable { case evict, ban }
+
+    @Test("a renewal that lands beside an eviction or a ban does not trust the node again", arguments: Withdrawal.allCases)
+    func renewBesideWithdrawal(_ withdrawal: Withdrawal) async throws {
         let fixture = try await Fixture()
         let node = try await fixture.service.admit(fixture.attested(Self.agent), method: "tpm", csr: try SVIDRequest().csr, gpu: ([], "")).node
 
@@ -73,26 +75,17 @@ struct NodeWriteRaceTests {
         let csr = try SVIDRequest().csr
         let renewal = Task { try await fixture.service.renew(node, csr: csr) }
         await fixture.store.waitUntilPaused()
-        _ = try await fixture.inner.deleteAttestedNode(Self.agent, audit: Self.audit("agent.evict"))
+        switch withdrawal {
+        case .evict: _ = try await fixture.inner.deleteAttestedNode(Self.agent, audit: Self.audit("agent.evict"))
+        case .ban: _ = try await fixture.inner.setAttestedNodeBanned(Self.agent, true, audit: Self.audit("agent.ban"))
+        }
         fixture.store.resume()
         await #expect(throws: (any Error).self) { _ = try await renewal.value }
-        #expect(try await fixture.inner.attestedNode(Self.agent) == nil, "the evicted node stays evicted")
-    }
-
-    @Test("a renewal that lands beside a ban does not unban the node")
-    func renewBesideBan() async throws {
-        let fixture = try await Fixture()
-        let node = try await fixture.service.admit(fixture.attested(Self.agent), method: "tpm", csr: try SVIDRequest().csr, gpu: ([], "")).node
-
-        fixture.store.pauseNextNodeWrite()
-        let csr = try SVIDRequest().csr
-        let renewal = Task { try await fixture.service.renew(node, csr: csr) }
-        await fixture.store.waitUntilPaused()
-        _ = try await fixture.inner.setAttestedNodeBanned(Self.agent, true, audit: Self.audit("agent.ban"))
-        fixture.store.resume()
-        await #expect(throws: (any Error).self) { _ = try await renewal.value }
-        let stored = try #require(try await fixture.inner.attestedNode(Self.agent))
-        #expect(stored.banned && stored.serialNumber == "", "still banned, and no SVID serial accepted")
+        let stored = try await fixture.inner.attestedNode(Self.agent)
+        switch withdrawal {
+        case .evict: #expect(stored == nil, "the evicted node stays evicted")
+        case .ban: #expect(stored?.banned == true && stored?.serialNumber == "", "still banned, and no SVID serial accepted")
+        }
     }
 
     @Test("a second node presenting a GPU another live node holds is refused and audited, until the first is evicted")
