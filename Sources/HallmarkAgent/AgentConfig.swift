@@ -20,6 +20,9 @@ public struct AgentConfig: Sendable {
     public var tpm: TPM?
     /// The gpu attestor beside the host attestor: where GPU evidence comes from (nil: no GPUs attested).
     public var gpu: GPUEvidenceSource?
+    /// How often GPU evidence is presented again on a node without a TPM (with one, GPU evidence
+    /// goes with every quote, on the TPM's interval).
+    public var gpuReattestInterval: TimeInterval = 300
     /// The trust domain, when known up front (from the bundle file it is learned at attestation).
     public var trustDomain: TrustDomain?
 

@@ -157,12 +157,7 @@ final class ServerLink: Sendable {
                         let gpus = try gpu.map { try $0.evidence(nonce: nonce) } ?? []
                         try await writer.write(AgentAPI_AttestRequest.with {
                             $0.challengeResponse = Data(answer)
-                            $0.gpus = gpus.map { evidence in
-                                AgentAPI_GPUEvidence.with {
-                                    $0.report = Data(evidence.report)
-                                    $0.chainPem = evidence.chainPEM
-                                }
-                            }
+                            $0.gpus = gpus.map(AgentAPI_GPUEvidence.init)
                         })
                         break
                     }
@@ -270,8 +265,8 @@ final class ServerLink: Sendable {
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.follow(api) }
                     group.addTask { try await self.rotate(api, identity: identity) }
-                    if let tpm = self.config.tpm {
-                        group.addTask { try await self.reattest(api, tpm) }
+                    if self.config.tpm != nil || self.config.gpu != nil {
+                        group.addTask { try await self.reattest(api) }
                     }
                     defer { group.cancelAll() }
                     try await group.next()
@@ -342,18 +337,22 @@ final class ServerLink: Sendable {
         }
     }
 
-    /// Quotes again on the interval; a quote the server refuses evicts the agent (the server ends the session).
-    private func reattest(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, _ tpm: AgentConfig.TPM) async throws {
-        let device = try TPMDevice(tcti: tpm.tcti)
+    /// Presents the node's evidence again on the interval (a TPM quote, each GPU's evidence, with
+    /// the server's fresh nonce); evidence the server refuses evicts the agent (the server ends the
+    /// session), and evidence not presented in time does too.
+    private func reattest(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+        let device = try config.tpm.map { try TPMDevice(tcti: $0.tcti) }
         while true {
-            try await Task.sleep(for: .seconds(tpm.reattestInterval))
+            try await Task.sleep(for: .seconds(config.tpm?.reattestInterval ?? config.gpuReattestInterval))
             let challenge = try await api.reattestChallenge(AgentAPI_ReattestChallengeRequest())
-            let quote = try Self.quote(device, challenge)
+            let quote = try device.map { try Self.quote($0, challenge) }
+            let gpus = try config.gpu.map { try $0.evidence(nonce: Array(challenge.nonce)) } ?? []
             let result = try await api.reattest(AgentAPI_ReattestRequest.with {
                 $0.nonce = challenge.nonce
-                $0.quote = quote
+                if let quote { $0.quote = quote }
+                $0.gpus = gpus.map(AgentAPI_GPUEvidence.init)
             })
-            logger.info("re-attested with the TPM", metadata: ["selectors": "\(result.selectors.count)"])
+            logger.info(device == nil ? "re-attested with the GPUs" : "re-attested with the TPM", metadata: ["selectors": "\(result.selectors.count)", "gpus": "\(gpus.count)"])
         }
     }
 
@@ -381,6 +380,14 @@ final class ServerLink: Sendable {
                 throw Renewed(svid: renewed)
             }
         }
+    }
+}
+
+extension AgentAPI_GPUEvidence {
+    init(_ evidence: GPUEvidenceSource.Evidence) {
+        self.init()
+        report = Data(evidence.report)
+        chainPem = evidence.chainPEM
     }
 }
 

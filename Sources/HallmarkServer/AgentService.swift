@@ -75,7 +75,10 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                         message: "attestation: unknown method '\(params.method)'; this server accepts: \(acceptedMethods.joined(separator: ", "))"
                     )
                 }
-                let gpu = try await attestGPUs(gpus.evidence, nonce: attested.nonce)
+                let gpu: (selectors: [Selector], detail: String)
+                do { gpu = try await attestGPUs(gpus.evidence, nonce: attested.nonce) } catch let refusal as EvidenceRefusal {
+                    throw RPCError(code: .permissionDenied, message: "attestation: \(refusal.reason)")
+                }
                 let (node, svid) = try await admit(attested, method: params.method, csr: Array(params.csr), gpu: gpu)
                 logger.info("agent attested", metadata: ["agent": "\(attested.id)", "method": "\(params.method)", "peer": "\(context.remotePeer)"])
                 let bundle = try await ca.bundle()
@@ -148,6 +151,9 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         guard !node.banned else { throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) is banned") }
         guard node.serialNumber == Self.serial(verified.chain[0]) else {
             throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) presented a superseded SVID")
+        }
+        if let stale = EvidenceAge(config).staleness(of: node, at: now()) {
+            throw RPCError(code: .permissionDenied, message: "agent: \(verified.id) is no longer trusted: \(stale)")
         }
         return node
     }

@@ -101,7 +101,7 @@ public struct HallmarkServer: Service {
                 group.addTask {
                     do {
                         try await cancelWhenGracefulShutdown {
-                            try await Self.maintain(store: store, ca: ca, events: events, logger: logger)
+                            try await Self.maintain(store: store, ca: ca, evidence: EvidenceAge(config), events: events, logger: logger)
                         }
                     } catch is CancellationError {}
                 }
@@ -155,9 +155,9 @@ public struct HallmarkServer: Service {
         }
     }
 
-    /// Once a second: moves the CA keys along their life and removes entries past their
-    /// `expires_at`; agents' streams hear of either at once.
-    static func maintain(store: any Store, ca: CAManager, events: Broadcast, logger: Logger) async throws {
+    /// Once a second: moves the CA keys along their life, removes entries past their `expires_at`
+    /// and evicts nodes whose evidence is too old; agents' streams hear of each at once.
+    static func maintain(store: any Store, ca: CAManager, evidence: EvidenceAge, events: Broadcast, logger: Logger) async throws {
         while true {
             try await Task.sleep(for: .seconds(1))
             do {
@@ -173,6 +173,15 @@ public struct HallmarkServer: Service {
                 }
             } catch {
                 logger.error("could not remove expired entries; retrying", metadata: ["error": "\(error)"])
+            }
+            do {
+                let evicted = try await evidence.evictStale(store: store, at: Date())
+                if !evicted.isEmpty {
+                    events.notify()
+                    logger.error("evicted agents whose evidence is too old", metadata: ["agents": "\(evicted.map(\.spiffeID.description).joined(separator: ","))"])
+                }
+            } catch {
+                logger.error("could not evict agents with stale evidence; retrying", metadata: ["error": "\(error)"])
             }
         }
     }

@@ -31,6 +31,14 @@ struct AttestationExchange {
     let receive: () async throws -> [UInt8]
 }
 
+/// Evidence that did not pass; the reason names the rule. Attestation refuses the agent with it,
+/// re-attestation evicts the node with it.
+struct EvidenceRefusal: Error, CustomStringConvertible {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+    var description: String { reason }
+}
+
 /// GPU evidence the agent sent with its answer, until the host attestor is done.
 final class GPUEvidenceBox: @unchecked Sendable {
     var evidence: [AgentAPI_GPUEvidence] = []
@@ -153,6 +161,7 @@ extension AgentService {
     }
 
     /// Verifies each GPU's evidence against the challenge's nonce; returns the `gpu:` selectors.
+    /// - Throws: `EvidenceRefusal` when any GPU's evidence does not pass.
     func attestGPUs(_ evidence: [AgentAPI_GPUEvidence], nonce: [UInt8]) async throws -> (selectors: [Selector], detail: String) {
         guard !evidence.isEmpty else { return ([], "") }
         guard let gpu = config.gpu else {
@@ -167,7 +176,7 @@ extension AgentService {
                 report = try SPDMReport(bytes: Array(item.report))
                 chain = try X509SVID.certificates(pem: item.chainPem)
             } catch {
-                throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): \(error)")
+                throw EvidenceRefusal("GPU \(index): \(error)")
             }
             let result = await gpu.verifier.verify(
                 report: report, chain: chain, nonce: nonce, rims: gpu.rims.map { ($0.name, $0.xml) }, at: now()
@@ -175,11 +184,11 @@ extension AgentService {
             // The evidence itself must hold; the RIMs decide only gpu:rim:verified.
             for name in ["nonce", "signature", "certificate-chain", "fwid"] {
                 if let check = result.check(name), check.outcome == .failed {
-                    throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): \(name): \(check.detail)")
+                    throw EvidenceRefusal("GPU \(index): \(name): \(check.detail)")
                 }
             }
             guard let claims = result.claims else {
-                throw RPCError(code: .permissionDenied, message: "attestation: GPU \(index): the evidence carries no driver or VBIOS version")
+                throw EvidenceRefusal("GPU \(index): the evidence does not pass (\(result.checks.filter { $0.outcome == .failed }.map(\.detail).joined(separator: "; ")))")
             }
             selectors += [
                 try Selector(type: "gpu", value: "model:\(claims.model)"), try Selector(type: "gpu", value: "driver:\(claims.driverVersion)"),
@@ -203,16 +212,21 @@ extension AgentService {
 
     // MARK: Re-attestation
 
+    /// A node re-attests when its attestation left something to present again: a TPM quote, GPU evidence.
+    private func reattestable(_ node: AttestedNode) throws {
+        guard EvidenceAge(config).limit(for: node) != nil else {
+            throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) attested with neither a TPM nor GPUs; nothing to present again")
+        }
+    }
+
     func reattestChallenge(request: ServerRequest<AgentAPI_ReattestChallengeRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_TPMChallenge> {
         try await guarded("agent.reattest", context) {
             let node = try await callingAgent(context)
-            guard let tpm = config.tpm, node.attestationType == TPMAttestation.method else {
-                throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) did not attest with a TPM")
-            }
+            try reattestable(node)
             let nonce = await nonces.issue(for: node.spiffeID.description)
             return ServerResponse(message: AgentAPI_TPMChallenge.with {
                 $0.nonce = Data(nonce)
-                $0.pcrs = TPMAttestation.message(tpm.policy.selection)
+                if node.attestationType == TPMAttestation.method, let tpm = config.tpm { $0.pcrs = TPMAttestation.message(tpm.policy.selection) }
             })
         }
     }
@@ -220,39 +234,59 @@ extension AgentService {
     func reattest(request: ServerRequest<AgentAPI_ReattestRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_ReattestResponse> {
         try await guarded("agent.reattest", context) {
             let read = try await callingAgent(context)
-            var node = read
-            guard let tpm = config.tpm, node.attestationType == TPMAttestation.method else {
-                throw RPCError(code: .failedPrecondition, message: "reattest: \(node.spiffeID) did not attest with a TPM")
-            }
+            try reattestable(read)
             let nonce = Array(request.message.nonce)
-            try await spend(nonce, for: node.spiffeID)
-            let pcrSelectors: [Selector]
+            try await spend(nonce, for: read.spiffeID)
+            var selectors = read.selectors.filter { !($0.type == "tpm" && $0.value.hasPrefix("pcr:")) && $0.type != "gpu" }
+            var changes: [String] = []
             do {
-                let ak = try TPMVerifier.attestationKey(node.attestationData)
-                pcrSelectors = try TPMVerifier.verifyQuote(
-                    attest: Array(request.message.quote.attest), signature: Array(request.message.quote.signature),
-                    pcrValues: try TPMAttestation.values(request.message.quote.values), ak: ak, nonce: nonce, selection: tpm.policy.selection,
-                    policy: tpm.policy
-                )
+                if read.attestationType == TPMAttestation.method {
+                    guard let tpm = config.tpm else { throw TPMError("tpm: TPM attestation is no longer configured on this server") }
+                    let ak = try TPMVerifier.attestationKey(read.attestationData)
+                    let pcrSelectors = try TPMVerifier.verifyQuote(
+                        attest: Array(request.message.quote.attest), signature: Array(request.message.quote.signature),
+                        pcrValues: try TPMAttestation.values(request.message.quote.values), ak: ak, nonce: nonce, selection: tpm.policy.selection,
+                        policy: tpm.policy
+                    )
+                    selectors += pcrSelectors
+                }
+                let heldGPUs = Set(read.selectors.filter { $0.type == "gpu" && $0.value.hasPrefix("ueid:") })
+                if !heldGPUs.isEmpty {
+                    // GPU evidence is verified again every time: the GPUs must still be there and still pass.
+                    guard !request.message.gpus.isEmpty else { throw EvidenceRefusal("gpu: the node attested GPUs but sent no GPU evidence") }
+                    let gpu = try await attestGPUs(request.message.gpus, nonce: nonce)
+                    let presented = Set(gpu.selectors.filter { $0.type == "gpu" && $0.value.hasPrefix("ueid:") })
+                    guard presented == heldGPUs else {
+                        throw EvidenceRefusal("gpu: the node's GPUs changed (\(presented.map(\.value).sorted()) instead of \(heldGPUs.map(\.value).sorted())); attest again")
+                    }
+                    selectors += gpu.selectors
+                    changes.append(gpu.detail)
+                }
             } catch let error as TPMError {
-                // The node no longer is what it proved: it loses its identity at once.
-                _ = try await store.deleteAttestedNode(
-                    node.spiffeID,
-                    audit: AuditEvent(time: now(), callerUID: -1, action: "agent.evict", target: node.spiffeID.description, result: "re-attestation failed", detail: error.message)
-                )
-                events.notify()
-                logger.error("re-attestation failed; agent evicted", metadata: ["agent": "\(node.spiffeID)", "reason": "\(error.message)"])
-                throw RPCError(code: .permissionDenied, message: "reattest: \(error.message); the agent is evicted")
+                throw try await evict(read, reason: error.message)
+            } catch let refusal as EvidenceRefusal {
+                throw try await evict(read, reason: refusal.reason)
             }
-            let selectors = node.selectors.filter { !$0.value.hasPrefix("pcr:") } + pcrSelectors
-            if Set(selectors) != Set(node.selectors) {
-                node.selectors = selectors.sorted()
-                try await updateNode(node, read: read, audit: AuditEvent(time: now(), callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: "PCR selectors changed"))
-                events.notify()
-            }
+            var node = read
+            node.selectors = selectors.sorted()
+            node.evidenceAt = now()
+            let detail = (Set(node.selectors) == Set(read.selectors) ? ["evidence passed"] : ["selectors changed"]) + changes
+            try await updateNode(node, read: read, audit: AuditEvent(time: node.evidenceAt, callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: detail.joined(separator: "; ")))
+            if Set(node.selectors) != Set(read.selectors) { events.notify() }
             return ServerResponse(message: AgentAPI_ReattestResponse.with {
-                $0.selectors = selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
+                $0.selectors = node.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
             })
         }
+    }
+
+    /// The node no longer is what it proved: it loses its identity at once, and the audit log says why.
+    private func evict(_ node: AttestedNode, reason: String) async throws -> RPCError {
+        _ = try await store.deleteAttestedNode(
+            node.spiffeID,
+            audit: AuditEvent(time: now(), callerUID: -1, action: "agent.evict", target: node.spiffeID.description, result: "re-attestation failed", detail: reason)
+        )
+        events.notify()
+        logger.error("re-attestation failed; agent evicted", metadata: ["agent": "\(node.spiffeID)", "reason": "\(reason)"])
+        return RPCError(code: .permissionDenied, message: "reattest: \(reason); the agent is evicted")
     }
 }

@@ -61,6 +61,11 @@ public struct ServerConfig: Sendable {
     /// How long an attestation nonce may be answered.
     public var nonceTTL: TimeInterval = 60
 
+    /// How old a TPM node's last passing quote, and a GPU node's last passing GPU evidence, may be
+    /// before the node loses its identity: three of the agents' default re-attestation intervals.
+    public var tpmReattestMaxAge: TimeInterval = 900
+    public var gpuReattestMaxAge: TimeInterval = 900
+
     public struct TPMSettings: Sendable {
         public var trust: TPMTrust
         public var policy: TPMPCRPolicy

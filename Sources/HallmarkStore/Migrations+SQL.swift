@@ -149,5 +149,12 @@ END;
 -- backs one attested node), inside the admitting transaction; this index keeps that a lookup.
 CREATE INDEX node_selectors_by_value ON node_selectors (type, value);
 """#),
+        Migration(version: 5, name: "0005_node_evidence_time.sql", sql: #"""
+-- When each node last presented evidence that passed (attestation or re-attestation, Unix
+-- seconds). A node whose evidence is older than the server allows loses its identity. Nodes
+-- stored before this column count from when they attested.
+ALTER TABLE attested_nodes ADD COLUMN evidence_at INTEGER NOT NULL DEFAULT 0;
+UPDATE attested_nodes SET evidence_at = attested_at;
+"""#),
     ]
 }

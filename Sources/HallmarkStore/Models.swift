@@ -103,10 +103,12 @@ public struct AttestedNode: Hashable, Sendable {
     public var selectors: [Selector]
     /// What the attestation method keeps to check the node again (the TPM AK's public area).
     public var attestationData: [UInt8]
+    /// When the node last presented evidence that passed (attestation or re-attestation).
+    public var evidenceAt: Date
 
     public init(
         spiffeID: SPIFFEID, attestationType: String, serialNumber: String, expiresAt: Date, attestedAt: Date,
-        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = []
+        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = [], evidenceAt: Date? = nil
     ) {
         self.spiffeID = spiffeID
         self.attestationType = attestationType
@@ -116,6 +118,7 @@ public struct AttestedNode: Hashable, Sendable {
         self.banned = banned
         self.selectors = selectors.sorted()
         self.attestationData = attestationData
+        self.evidenceAt = evidenceAt ?? attestedAt
     }
 }
 

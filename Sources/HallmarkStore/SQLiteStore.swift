@@ -390,12 +390,13 @@ public final class SQLiteStore: Store {
             let id = node.spiffeID.description
             try db.execute(
                 sql: """
-                    UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, expires_at = ?, attested_at = ?, attestation_data = ?
+                    UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, expires_at = ?, attested_at = ?, attestation_data = ?,
+                        evidence_at = ?
                     WHERE spiffe_id = ? AND serial_number = ? AND banned = 0
                     """,
                 arguments: [
                     node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970), Int64(node.attestedAt.timeIntervalSince1970),
-                    Data(node.attestationData), id, expectedSerial,
+                    Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970), id, expectedSerial,
                 ]
             )
             guard db.changesCount == 1 else {
@@ -443,13 +444,13 @@ public final class SQLiteStore: Store {
         try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
         try db.cachedStatement(
             sql: """
-                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data)
-                VALUES (?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data, evidence_at)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [
                 node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
-                Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData),
+                Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970),
             ]
         )
         try insertSelectors(node, db)
@@ -483,6 +484,26 @@ public final class SQLiteStore: Store {
         }
     }
 
+    public func attestedNodes(evidenceBefore time: Date) async throws -> [AttestedNode] {
+        try await pool.read { db in
+            let ids = try String.fetchAll(
+                db, sql: "SELECT spiffe_id FROM attested_nodes WHERE evidence_at < ? AND banned = 0 ORDER BY spiffe_id",
+                arguments: [Int64(time.timeIntervalSince1970)]
+            )
+            return try ids.flatMap { try Self.fetchNodes(db, spiffeID: try SPIFFEID(parsing: $0)) }
+        }
+    }
+
+    public func evictAttestedNode(_ spiffeID: SPIFFEID, evidenceBefore time: Date, audit: AuditEvent) async throws -> AttestedNode? {
+        try await pool.write { db in
+            guard let node = try Self.fetchNodes(db, spiffeID: spiffeID).first, node.evidenceAt < time else { return nil }
+            try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [spiffeID.description])
+            try Self.recordChange(db, .node, spiffeID.description, audit.time)
+            try Self.append([audit], db)
+            return node
+        }
+    }
+
     private static func fetchNodes(_ db: Database, spiffeID: SPIFFEID?) throws -> [AttestedNode] {
         let filter = spiffeID == nil ? "" : "WHERE spiffe_id = ?"
         let arguments: StatementArguments = spiffeID.map { [$0.description] } ?? []
@@ -496,7 +517,8 @@ public final class SQLiteStore: Store {
                 spiffeID: try SPIFFEID(parsing: id), attestationType: row["attestation_type"], serialNumber: row["serial_number"],
                 expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
                 attestedAt: Date(timeIntervalSince1970: TimeInterval(row["attested_at"] as Int64)),
-                banned: row["banned"], selectors: selectors[id] ?? [], attestationData: Array(row["attestation_data"] as Data)
+                banned: row["banned"], selectors: selectors[id] ?? [], attestationData: Array(row["attestation_data"] as Data),
+                evidenceAt: Date(timeIntervalSince1970: TimeInterval(row["evidence_at"] as Int64))
             )
         }
     }

@@ -42,8 +42,13 @@ public protocol Store: Sendable {
     func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode
     func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode?
     func attestedNodes() async throws -> [AttestedNode]
+    /// The unbanned nodes whose last passing evidence is older than `time`.
+    func attestedNodes(evidenceBefore time: Date) async throws -> [AttestedNode]
     /// Removes an attested node (eviction) and returns it; refuses an unknown one.
     func deleteAttestedNode(_ spiffeID: SPIFFEID, audit: AuditEvent) async throws -> AttestedNode
+    /// Removes the node only while its last passing evidence is older than `time`, so a node that
+    /// re-attested meanwhile is kept; returns it, or nil when nothing was removed.
+    func evictAttestedNode(_ spiffeID: SPIFFEID, evidenceBefore time: Date, audit: AuditEvent) async throws -> AttestedNode?
 
     // CA key journal and bundle
     func authorities() async throws -> [AuthorityRecord]

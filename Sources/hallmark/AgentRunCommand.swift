@@ -47,8 +47,11 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("gpu-evidence-command"), help: "Get GPU evidence from this command instead of NVML (\"PATH ARG…\"; it is given --nonce HEX).")
     var gpuEvidenceCommand: String?
 
-    @Option(name: .customLong("tpm-reattest-interval"), help: "Seconds between TPM re-attestations (default 300).")
+    @Option(name: .customLong("tpm-reattest-interval"), help: "Seconds between TPM re-attestations (default 300); GPU evidence goes with each quote.")
     var tpmReattestInterval: Int = 300
+
+    @Option(name: .customLong("gpu-reattest-interval"), help: "Seconds between GPU re-attestations on a node without a TPM (default 300).")
+    var gpuReattestInterval: Int = 300
 
     @Option(name: .customLong("join-token"), help: "The join token (from `hallmark token generate`).")
     var joinToken: String?
@@ -64,6 +67,7 @@ struct AgentRunCommand: AsyncParsableCommand {
         }
         guard TPMDevice.EndorsementKey(rawValue: tpmEK) != nil else { throw ValidationError("--tpm-ek: must be rsa or ecc, not '\(tpmEK)'") }
         guard tpmReattestInterval >= 1 else { throw ValidationError("--tpm-reattest-interval: must be at least 1 second") }
+        guard gpuReattestInterval >= 1 else { throw ValidationError("--gpu-reattest-interval: must be at least 1 second") }
         guard tpmDevice == nil || tpmTCTI == nil else { throw ValidationError("--tpm-device and --tpm-tcti: give one, not both") }
         guard trustBundle != nil || insecureBootstrap else {
             throw ValidationError("give --trust-bundle FILE, or --insecure-bootstrap to skip verifying the server (development only)")
@@ -77,6 +81,7 @@ struct AgentRunCommand: AsyncParsableCommand {
         config.trustBundlePath = trustBundle
         config.insecureBootstrap = insecureBootstrap
         config.joinToken = joinToken
+        config.gpuReattestInterval = TimeInterval(gpuReattestInterval)
         if let command = gpuEvidenceCommand {
             config.gpu = .command(command.split(separator: " ").map(String.init))
         } else if gpu {

@@ -67,6 +67,12 @@ struct ServerCommand: AsyncParsableCommand {
         @Option(name: .customLong("tpm-pcr-policy"), help: "A JSON file of required PCR values: {\"sha256\": {\"7\": \"HEX\"}}.")
         var tpmPCRPolicy: String?
 
+        @Option(name: .customLong("tpm-reattest-max-age"), help: "Seconds a TPM node's last passing quote counts (default 900, 3× the agents' default interval); older, the node is evicted.")
+        var tpmReattestMaxAge: Int?
+
+        @Option(name: .customLong("gpu-reattest-max-age"), help: "Seconds a node's last passing GPU evidence counts (default 900); older, the node is evicted.")
+        var gpuReattestMaxAge: Int?
+
         @Option(name: .customLong("gpu-root"), help: "Attest NVIDIA GPUs beside the host attestor: the pinned device identity root (PEM).")
         var gpuRoot: String?
 
@@ -130,6 +136,14 @@ struct ServerCommand: AsyncParsableCommand {
             settings.upstreamCAKey = upstreamCAKey ?? file.upstream_ca_key
             guard (settings.upstreamCACert == nil) == (settings.upstreamCAKey == nil) else {
                 throw ValidationError("--upstream-ca-cert and --upstream-ca-key go together")
+            }
+            for (value, flag, keyPath) in [
+                (tpmReattestMaxAge ?? file.tpm_reattest_max_age, "--tpm-reattest-max-age", \ServerConfig.tpmReattestMaxAge),
+                (gpuReattestMaxAge ?? file.gpu_reattest_max_age, "--gpu-reattest-max-age", \ServerConfig.gpuReattestMaxAge),
+            ] {
+                guard let value else { continue }
+                guard value >= 1 else { throw ValidationError("\(flag): must be at least 1 second") }
+                settings[keyPath: keyPath] = TimeInterval(value)
             }
             settings.tpm = try tpmSettings(file)
             settings.gpu = try gpuSettings()
@@ -215,6 +229,8 @@ struct ServerConfigFile: Decodable {
     var tpm_ek_ca_dir: String?
     var tpm_ek_hashes: [String]?
     var tpm_pcr_policy: String?
+    var tpm_reattest_max_age: Int?
+    var gpu_reattest_max_age: Int?
     var upstream_ca_cert: String?
     var upstream_ca_key: String?
 

@@ -157,6 +157,10 @@ final class PausingStore: Store {
     }
     func attestedNode(_ spiffeID: SPIFFEID) async throws -> AttestedNode? { try await inner.attestedNode(spiffeID) }
     func attestedNodes() async throws -> [AttestedNode] { try await inner.attestedNodes() }
+    func attestedNodes(evidenceBefore time: Date) async throws -> [AttestedNode] { try await inner.attestedNodes(evidenceBefore: time) }
+    func evictAttestedNode(_ spiffeID: SPIFFEID, evidenceBefore time: Date, audit: AuditEvent) async throws -> AttestedNode? {
+        try await inner.evictAttestedNode(spiffeID, evidenceBefore: time, audit: audit)
+    }
     func deleteAttestedNode(_ spiffeID: SPIFFEID, audit: AuditEvent) async throws -> AttestedNode { try await inner.deleteAttestedNode(spiffeID, audit: audit) }
 
     func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry { try await inner.createEntry(entry, audit: audit) }

@@ -237,7 +237,7 @@ extension AgentAPI_AgentAPI {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A quote that fails verification or the PCR policy evicts the agent.
+        /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
         ///
         /// - Parameters:
         ///   - request: A streaming request of `AgentAPI_ReattestRequest` messages.
@@ -348,7 +348,7 @@ extension AgentAPI_AgentAPI {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A quote that fails verification or the PCR policy evicts the agent.
+        /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
@@ -459,7 +459,7 @@ extension AgentAPI_AgentAPI {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A quote that fails verification or the PCR policy evicts the agent.
+        /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
         ///
         /// - Parameters:
         ///   - request: A `AgentAPI_ReattestRequest` message.
@@ -859,7 +859,7 @@ extension AgentAPI_AgentAPI {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A quote that fails verification or the PCR policy evicts the agent.
+        /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
@@ -1075,7 +1075,7 @@ extension AgentAPI_AgentAPI {
         ///
         /// > Source IDL Documentation:
         /// >
-        /// > A quote that fails verification or the PCR policy evicts the agent.
+        /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
         ///
         /// - Parameters:
         ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
@@ -1260,7 +1260,7 @@ extension AgentAPI_AgentAPI.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > A quote that fails verification or the PCR policy evicts the agent.
+    /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
     ///
     /// - Parameters:
     ///   - request: A request containing a single `AgentAPI_ReattestRequest` message.
@@ -1464,7 +1464,7 @@ extension AgentAPI_AgentAPI.ClientProtocol {
     ///
     /// > Source IDL Documentation:
     /// >
-    /// > A quote that fails verification or the PCR policy evicts the agent.
+    /// > Evidence that fails verification or the PCR policy, or GPUs that differ, evicts the agent.
     ///
     /// - Parameters:
     ///   - message: request message to send.

@@ -284,7 +284,9 @@ public nonisolated struct AgentAPI_TPMChallengeResponse: Sendable {
   fileprivate var _quote: AgentAPI_TPMQuote? = nil
 }
 
-/// Re-attestation over the agent's mTLS connection: a challenge, then the quote that answers it.
+/// Re-attestation over the agent's mTLS connection: a challenge, then the evidence that answers it
+/// (a TPM node's quote; every GPU's evidence on a node that attested GPUs). A node whose last
+/// passing evidence is older than the server allows loses its identity.
 public nonisolated struct AgentAPI_ReattestChallengeRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -310,6 +312,9 @@ public nonisolated struct AgentAPI_ReattestRequest: Sendable {
   public var hasQuote: Bool {self._quote != nil}
   /// Clears the value of `quote`. Subsequent reads from it will return its default value.
   public mutating func clearQuote() {self._quote = nil}
+
+  /// Made with the challenge's nonce, as at attestation.
+  public var gpus: [AgentAPI_GPUEvidence] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1062,7 +1067,7 @@ nonisolated extension AgentAPI_ReattestChallengeRequest: SwiftProtobuf.Message, 
 
 nonisolated extension AgentAPI_ReattestRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ReattestRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}quote\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}nonce\0\u{1}quote\0\u{1}gpus\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1072,6 +1077,7 @@ nonisolated extension AgentAPI_ReattestRequest: SwiftProtobuf.Message, SwiftProt
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularBytesField(value: &self.nonce) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._quote) }()
+      case 3: try { try decoder.decodeRepeatedMessageField(value: &self.gpus) }()
       default: break
       }
     }
@@ -1088,12 +1094,16 @@ nonisolated extension AgentAPI_ReattestRequest: SwiftProtobuf.Message, SwiftProt
     try { if let v = self._quote {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    if !self.gpus.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.gpus, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: AgentAPI_ReattestRequest, rhs: AgentAPI_ReattestRequest) -> Bool {
     if lhs.nonce != rhs.nonce {return false}
     if lhs._quote != rhs._quote {return false}
+    if lhs.gpus != rhs.gpus {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
