@@ -11,32 +11,39 @@ public import X509
 
 /// Whom the server trusts to vouch for EKs.
 public struct TPMTrust: Sendable {
+    /// The trust anchors: manufacturers' root CAs.
     public var manufacturerCAs: [Certificate]
+    /// Manufacturers' intermediate CAs: used to build a path to a root, never trusted on their own.
+    public var intermediates: [Certificate]
     /// Hex SHA-256 of EK SubjectPublicKeyInfo DER, accepted without a certificate chain.
     public var allowedEKHashes: Set<String>
 
-    public init(manufacturerCAs: [Certificate] = [], allowedEKHashes: Set<String> = []) {
+    public init(manufacturerCAs: [Certificate] = [], intermediates: [Certificate] = [], allowedEKHashes: Set<String> = []) {
         self.manufacturerCAs = manufacturerCAs
+        self.intermediates = intermediates
         self.allowedEKHashes = Set(allowedEKHashes.map { $0.lowercased() })
     }
 
-    /// Loads every PEM or DER certificate in a directory.
-    public init(caDirectory: String?, allowedEKHashes: Set<String>) throws {
-        var cas: [Certificate] = []
-        if let caDirectory {
-            let names = try FileManager.default.contentsOfDirectory(atPath: caDirectory).sorted()
-            for name in names {
-                let path = (caDirectory as NSString).appendingPathComponent(name)
-                guard let data = FileManager.default.contents(atPath: path) else { continue }
-                if let text = String(data: data, encoding: .utf8), text.contains("-----BEGIN CERTIFICATE-----") {
-                    cas += try PEMDocument.parseMultiple(pemString: text).map { try Certificate(derEncoded: $0.derBytes) }
-                } else if let certificate = try? Certificate(derEncoded: Array(data)) {
-                    cas.append(certificate)
-                }
+    /// Loads every PEM or DER certificate in the CA directory (roots) and in the intermediate directory.
+    public init(caDirectory: String?, intermediateDirectory: String? = nil, allowedEKHashes: Set<String>) throws {
+        let cas = try caDirectory.map { try Self.certificates(in: $0, flag: "--tpm-ek-ca-dir") } ?? []
+        let intermediates = try intermediateDirectory.map { try Self.certificates(in: $0, flag: "--tpm-ek-intermediate-dir") } ?? []
+        self.init(manufacturerCAs: cas, intermediates: intermediates, allowedEKHashes: allowedEKHashes)
+    }
+
+    private static func certificates(in directory: String, flag: String) throws -> [Certificate] {
+        var certificates: [Certificate] = []
+        for name in try FileManager.default.contentsOfDirectory(atPath: directory).sorted() {
+            let path = (directory as NSString).appendingPathComponent(name)
+            guard let data = FileManager.default.contents(atPath: path) else { continue }
+            if let text = String(data: data, encoding: .utf8), text.contains("-----BEGIN CERTIFICATE-----") {
+                certificates += try PEMDocument.parseMultiple(pemString: text).map { try Certificate(derEncoded: $0.derBytes) }
+            } else if let certificate = try? Certificate(derEncoded: Array(data)) {
+                certificates.append(certificate)
             }
-            guard !cas.isEmpty else { throw TPMError("tpm: --tpm-ek-ca-dir \(caDirectory) holds no certificate") }
         }
-        self.init(manufacturerCAs: cas, allowedEKHashes: allowedEKHashes)
+        guard !certificates.isEmpty else { throw TPMError("tpm: \(flag) \(directory) holds no certificate") }
+        return certificates
     }
 }
 
@@ -95,7 +102,7 @@ public enum TPMVerifier {
         guard try certifiedKey(of: ek) == certificate.publicKey else {
             throw TPMError("tpm: the EK certificate certifies another key than the EK the agent presented")
         }
-        let ekHash = Hex.encode(SHA256.hash(data: certificate.publicKey.subjectPublicKeyInfoBytes))
+        let ekHash = try Self.ekHash(certificate.publicKey)
         if trust.allowedEKHashes.contains(ekHash) {
             return TPMEndorsement(ek: ek, ekHash: ekHash, vouchedBy: nil)
         }
@@ -106,13 +113,21 @@ public enum TPMVerifier {
             RFC5280Policy(validationTime: time)
             EKCertificatePolicy()
         }
-        switch await verifier.validate(leaf: certificate, intermediates: CertificateStore()) {
+        switch await verifier.validate(leaf: certificate, intermediates: CertificateStore(trust.intermediates)) {
         case .validCertificate(let chain):
             return TPMEndorsement(ek: ek, ekHash: ekHash, vouchedBy: chain.last.map { "\($0.subject)" })
         case .couldNotValidate(let failures):
             let reasons = failures.map { "\($0.policyFailureReason)" }
             throw TPMError("tpm: the EK certificate does not chain to a trusted manufacturer CA: \(reasons.isEmpty ? "no path to a trusted CA" : reasons.joined(separator: "; "))")
         }
+    }
+
+    /// The EK's identity: hex SHA-256 of its DER SubjectPublicKeyInfo, the value
+    /// `openssl x509 -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum` prints.
+    public static func ekHash(_ key: Certificate.PublicKey) throws -> String {
+        var serializer = DER.Serializer()
+        try serializer.serialize(key)
+        return Hex.encode(SHA256.hash(data: serializer.serializedBytes))
     }
 
     /// The key a TPM public area holds, as a certificate's key, to compare with the EK certificate.
@@ -218,8 +233,34 @@ public enum TPMVerifier {
 
 /// EK certificates carry a critical Subject Alternative Name holding only a directoryName with the
 /// TPM's manufacturer, model and version; the verifier reads it, so it may be critical.
+/// What the TCG EK Credential Profile asks of the EK certificate itself: where it has a key usage,
+/// the one its key type is for (keyEncipherment for RSA, keyAgreement for ECC) and never
+/// certificate signing; where it has an extended key usage, tcg-kp-EKCertificate.
 struct EKCertificatePolicy: VerifierPolicy {
-    let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = [.X509ExtensionID.subjectAlternativeName]
+    static let ekCertificateUsage = ExtendedKeyUsage.Usage(oid: [2, 23, 133, 8, 1])
+    let verifyingCriticalExtensions: [ASN1ObjectIdentifier] = [
+        .X509ExtensionID.subjectAlternativeName, .X509ExtensionID.keyUsage, .X509ExtensionID.extendedKeyUsage,
+    ]
 
-    func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult { .meetsPolicy }
+    func chainMeetsPolicyRequirements(chain: UnverifiedCertificateChain) async -> PolicyEvaluationResult {
+        let leaf = chain.leaf
+        do {
+            if let usage = try leaf.extensions.keyUsage {
+                guard !usage.keyCertSign else { return .failsToMeetPolicy(reason: "tpm: the EK certificate's key usage includes keyCertSign") }
+                let rsa = _RSA.Signing.PublicKey(leaf.publicKey) != nil
+                if rsa, !usage.keyEncipherment {
+                    return .failsToMeetPolicy(reason: "tpm: an RSA EK certificate's key usage must include keyEncipherment")
+                }
+                if !rsa, !usage.keyAgreement {
+                    return .failsToMeetPolicy(reason: "tpm: an ECC EK certificate's key usage must include keyAgreement")
+                }
+            }
+            if let extended = try leaf.extensions.extendedKeyUsage, !extended.contains(Self.ekCertificateUsage) {
+                return .failsToMeetPolicy(reason: "tpm: the EK certificate's extended key usage lacks tcg-kp-EKCertificate (2.23.133.8.1)")
+            }
+        } catch {
+            return .failsToMeetPolicy(reason: "tpm: the EK certificate's key usage extensions cannot be read: \(error)")
+        }
+        return .meetsPolicy
+    }
 }

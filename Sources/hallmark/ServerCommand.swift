@@ -61,6 +61,9 @@ struct ServerCommand: AsyncParsableCommand {
         @Option(name: .customLong("tpm-ek-ca-dir"), help: "Accept TPM agents whose EK certificate chains to a CA certificate in this directory.")
         var tpmEKCADir: String?
 
+        @Option(name: .customLong("tpm-ek-intermediate-dir"), help: "Manufacturers' intermediate CA certificates, used to reach a --tpm-ek-ca-dir root (never trusted alone).")
+        var tpmEKIntermediateDir: String?
+
         @Option(name: .customLong("tpm-ek-hash"), help: "Accept the TPM with this EK (hex SHA-256 of its SubjectPublicKeyInfo); repeatable.")
         var tpmEKHashes: [String] = []
 
@@ -197,11 +200,13 @@ extension ServerCommand.Run {
             if policyPath != nil { throw ValidationError("--tpm-pcr-policy needs --tpm-ek-ca-dir or --tpm-ek-hash") }
             return nil
         }
+        let intermediateDir = tpmEKIntermediateDir ?? file.tpm_ek_intermediate_dir
+        guard intermediateDir == nil || caDir != nil else { throw ValidationError("--tpm-ek-intermediate-dir needs --tpm-ek-ca-dir") }
         let trust: TPMTrust
-        do { trust = try TPMTrust(caDirectory: caDir, allowedEKHashes: Set(hashes)) } catch let error as TPMError {
-            throw ValidationError("--tpm-ek-ca-dir: \(error.message)")
+        do { trust = try TPMTrust(caDirectory: caDir, intermediateDirectory: intermediateDir, allowedEKHashes: Set(hashes)) } catch let error as TPMError {
+            throw ValidationError(error.message)
         } catch {
-            throw ValidationError("--tpm-ek-ca-dir: cannot read \(caDir ?? ""): \(error.localizedDescription)")
+            throw ValidationError("--tpm-ek-ca-dir / --tpm-ek-intermediate-dir: cannot read \(caDir ?? "") or \(intermediateDir ?? ""): \(error.localizedDescription)")
         }
         var policy = TPMPCRPolicy()
         if let policyPath {
@@ -228,6 +233,7 @@ struct ServerConfigFile: Decodable {
     var agent_svid_ttl: Int?
     var tpm_ek_ca_dir: String?
     var tpm_ek_hashes: [String]?
+    var tpm_ek_intermediate_dir: String?
     var tpm_pcr_policy: String?
     var tpm_reattest_max_age: Int?
     var gpu_reattest_max_age: Int?

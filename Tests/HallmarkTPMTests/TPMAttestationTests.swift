@@ -2,8 +2,10 @@
 // side (ESYS) and the verifier side meet, for RSA and ECC EKs, and each forgery is refused with
 // its reason.
 
+import Crypto
 import Foundation
 import HallmarkTPM
+import SwiftASN1
 import HallmarkTestSupport
 import Testing
 import X509
@@ -145,4 +147,101 @@ struct TPMAttestationTests {
             #expect(refused?.message.contains(reason) == true, "\(json): \(refused?.message ?? "")")
         }
     }
+
+    @Test("the EK hash is SHA-256 of the DER SubjectPublicKeyInfo, as openssl computes it", arguments: TPMDevice.EndorsementKey.allCases)
+    func ekHashMatchesOpenSSL(_ kind: TPMDevice.EndorsementKey) async throws {
+        let fixture = try Fixture()
+        let der = try fixture.device.ekCertificate(kind)
+        let endorsement = try await TPMVerifier.endorsement(certificate: der, ekPublic: try fixture.device.ekPublic(kind), trust: fixture.trust, at: Date())
+        let path = fixture.swtpm.dir.path("ek-\(kind).der")
+        FileManager.default.createFile(atPath: path, contents: Data(der))
+        let openssl = try Run.process("/bin/sh", ["-c", "openssl x509 -inform DER -in '\(path)' -pubkey -noout | openssl pkey -pubin -outform DER | sha256sum"])
+        #expect(openssl.status == 0, "\(openssl.stderr)")
+        #expect(endorsement.ekHash == String(openssl.stdout.prefix(64)), "ours \(endorsement.ekHash), openssl \(openssl.stdout)")
+    }
+
+    /// The EK certificate issued anew for the same key by `issuer`, with the given usages.
+    static func reissue(_ der: [UInt8], by issuer: (certificate: Certificate, key: Certificate.PrivateKey), keyUsage: KeyUsage?, extended: [ExtendedKeyUsage.Usage]?) throws -> [UInt8] {
+        let original = try Certificate(derEncoded: der)
+        var extensions = Certificate.Extensions()
+        if let keyUsage { try extensions.append(.init(keyUsage, critical: true)) }
+        if let extended { try extensions.append(.init(try ExtendedKeyUsage(extended), critical: false)) }
+        let certificate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: original.publicKey,
+            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(86400),
+            issuer: issuer.certificate.subject, subject: original.subject, signatureAlgorithm: .ecdsaWithSHA256, extensions: extensions,
+            issuerPrivateKey: issuer.key
+        )
+        var serializer = DER.Serializer()
+        try serializer.serialize(certificate)
+        return serializer.serializedBytes
+    }
+
+    static func manufacturer(_ swtpm: TestSwtpm) throws -> (certificate: Certificate, key: Certificate.PrivateKey) {
+        let key = try P256.Signing.PrivateKey(pemRepresentation: try String(contentsOfFile: swtpm.dir.path("localca/signkey.pem"), encoding: .utf8))
+        return (try Certificate(pemEncoded: try String(contentsOfFile: swtpm.caCertificatePath, encoding: .utf8)), Certificate.PrivateKey(key))
+    }
+
+    @Test("an EK certificate whose key usage or extended key usage is not an EK's is refused, naming the rule")
+    func ekUsages() async throws {
+        let fixture = try Fixture()
+        let der = try fixture.device.ekCertificate(.rsa)
+        let ekPublic = try fixture.device.ekPublic(.rsa)
+        let ca = try Self.manufacturer(fixture.swtpm)
+        let cases: [(KeyUsage?, [ExtendedKeyUsage.Usage]?, String?)] = [
+            (KeyUsage(keyEncipherment: true), nil, nil),
+            (KeyUsage(keyEncipherment: true), [EKCertificateUsage.oid], nil),
+            (KeyUsage(digitalSignature: true, keyEncipherment: true, keyCertSign: true), nil, "includes keyCertSign"),
+            (KeyUsage(digitalSignature: true), nil, "must include keyEncipherment"),
+            (KeyUsage(keyEncipherment: true), [.serverAuth], "lacks tcg-kp-EKCertificate"),
+        ]
+        for (usage, extended, rule) in cases {
+            let reissued = try Self.reissue(der, by: ca, keyUsage: usage, extended: extended)
+            if let rule {
+                let refused = await #expect(throws: TPMError.self) {
+                    try await TPMVerifier.endorsement(certificate: reissued, ekPublic: ekPublic, trust: fixture.trust, at: Date())
+                }
+                #expect(refused?.message.contains(rule) == true, "\(rule): \(refused?.message ?? "")")
+            } else {
+                _ = try await TPMVerifier.endorsement(certificate: reissued, ekPublic: ekPublic, trust: fixture.trust, at: Date())
+            }
+        }
+    }
+
+    @Test("an EK certificate from a manufacturer's intermediate CA verifies with the intermediate given apart from the roots")
+    func intermediates() async throws {
+        let fixture = try Fixture()
+        let root = try Self.manufacturer(fixture.swtpm)
+        let intermediateKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
+        let intermediate = try Certificate(
+            version: .v3, serialNumber: Certificate.SerialNumber(), publicKey: intermediateKey.publicKey,
+            notValidBefore: Date().addingTimeInterval(-3600), notValidAfter: Date().addingTimeInterval(86400),
+            issuer: root.certificate.subject, subject: try DistinguishedName { CommonName("Hallmark Test TPM Intermediate CA") },
+            signatureAlgorithm: .ecdsaWithSHA256,
+            extensions: try Certificate.Extensions {
+                Critical(BasicConstraints.isCertificateAuthority(maxPathLength: 0))
+                Critical(KeyUsage(keyCertSign: true))
+            },
+            issuerPrivateKey: root.key
+        )
+        let reissued = try Self.reissue(try fixture.device.ekCertificate(.rsa), by: (intermediate, intermediateKey), keyUsage: KeyUsage(keyEncipherment: true), extended: nil)
+        let ekPublic = try fixture.device.ekPublic(.rsa)
+        let without = await #expect(throws: TPMError.self) {
+            try await TPMVerifier.endorsement(certificate: reissued, ekPublic: ekPublic, trust: fixture.trust, at: Date())
+        }
+        #expect(without?.message.contains("does not chain to a trusted manufacturer CA") == true)
+        let trust = TPMTrust(manufacturerCAs: fixture.trust.manufacturerCAs, intermediates: [intermediate])
+        let endorsement = try await TPMVerifier.endorsement(certificate: reissued, ekPublic: ekPublic, trust: trust, at: Date())
+        #expect(endorsement.vouchedBy?.contains("Hallmark Test TPM Manufacturer CA") == true)
+        // An intermediate alone is not a trust anchor.
+        let alone = await #expect(throws: TPMError.self) {
+            try await TPMVerifier.endorsement(certificate: reissued, ekPublic: ekPublic, trust: TPMTrust(manufacturerCAs: [], intermediates: [intermediate]), at: Date())
+        }
+        #expect(alone?.message.contains("no manufacturer CA is configured") == true)
+    }
 }
+
+enum EKCertificateUsage {
+    static let oid = ExtendedKeyUsage.Usage(oid: [2, 23, 133, 8, 1])
+}
+
