@@ -57,7 +57,9 @@ public final class AgentCache: Sendable {
         var bundle: SPIFFEBundle?
         /// The bundle's X.509 authorities, DER concatenated, as the Workload API sends them.
         var x509BundleDER = Data()
-        var jwts: [String: (token: String, keyID: String, issuedAt: Date, expiresAt: Date)] = [:]
+        var jwts: [JWTKey: CachedJWT] = [:]
+        /// Counts JWT cache uses, so the least recently used token is the one dropped when full.
+        var jwtClock: UInt64 = 0
         /// Authorities whose SVIDs must be replaced (X.509 key identifiers, JWT kids).
         var tainted: Set<String> = []
         /// Entry revisions being signed now ("ID#revision"), so that the entry stream and the
@@ -95,7 +97,7 @@ public final class AgentCache: Sendable {
             state.tainted = tainted
             let ids = Set(entries.map(\.id))
             state.svids = state.svids.filter { ids.contains($0.key) }
-            state.jwts = state.jwts.filter { ids.contains(String($0.key.split(separator: "|").first ?? "")) && !tainted.contains($0.value.keyID) }
+            state.jwts = state.jwts.filter { ids.contains($0.key.entryID) && !tainted.contains($0.value.keyID) }
             defer { changes.notify() }
             return entries.filter { entry in
                 guard Self.wantsSVID(entry), let held = state.svids[entry.id] else { return Self.wantsSVID(entry) }
@@ -191,12 +193,37 @@ public final class AgentCache: Sendable {
 
     public var svidCount: Int { state.withLock { $0.svids.count } }
 
+    /// What a JWT-SVID is cached under: the entry and the audience as a set of strings, so that
+    /// `["a|b"]` and `["a", "b"]` are different requests and `["b", "a"]` is the same as `["a", "b"]`.
+    struct JWTKey: Hashable {
+        let entryID: String
+        let audience: Set<String>
+    }
+
+    struct CachedJWT {
+        let token: String
+        let keyID: String
+        let issuedAt: Date
+        let expiresAt: Date
+        var lastUsed: UInt64
+    }
+
+    /// How many JWT-SVIDs are kept at most; past that the least recently used go.
+    public static let jwtCapacity = 4096
+
+    public var jwtCount: Int { state.withLock { $0.jwts.count } }
+
     /// A cached JWT-SVID still before half of its life, if any.
     public func jwt(entryID: String, audience: [String], at time: Date) -> String? {
         state.withLock { state in
-            guard let cached = state.jwts[Self.jwtKey(entryID, audience)] else { return nil }
+            let key = JWTKey(entryID: entryID, audience: Set(audience))
+            guard var cached = state.jwts[key] else { return nil }
             let half = cached.issuedAt.addingTimeInterval(cached.expiresAt.timeIntervalSince(cached.issuedAt) / 2)
-            return time < half ? cached.token : nil
+            guard time < half else { return nil }
+            state.jwtClock += 1
+            cached.lastUsed = state.jwtClock
+            state.jwts[key] = cached
+            return cached.token
         }
     }
 
@@ -204,11 +231,15 @@ public final class AgentCache: Sendable {
         let keyID = (try? JWTSVID(parsingWithoutSignatureCheck: token, audience: audience.first ?? "", at: issuedAt))?.keyID ?? ""
         state.withLock { state in
             guard !state.tainted.contains(keyID) else { return }
-            state.jwts[Self.jwtKey(entryID, audience)] = (token, keyID, issuedAt, expiresAt)
+            state.jwtClock += 1
+            state.jwts[JWTKey(entryID: entryID, audience: Set(audience))] = CachedJWT(
+                token: token, keyID: keyID, issuedAt: issuedAt, expiresAt: expiresAt, lastUsed: state.jwtClock
+            )
+            if state.jwts.count > Self.jwtCapacity {
+                // Drop the least recently used eighth at once, so that a full cache sorts rarely.
+                let victims = state.jwts.sorted { $0.value.lastUsed < $1.value.lastUsed }.prefix(Self.jwtCapacity / 8)
+                for (key, _) in victims { state.jwts[key] = nil }
+            }
         }
-    }
-
-    private static func jwtKey(_ entryID: String, _ audience: [String]) -> String {
-        entryID + "|" + audience.sorted().joined(separator: "|")
     }
 }

@@ -116,11 +116,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             guard (1...(7 * 86400)).contains(ttl) else { throw ValidationFailure("ttl", "must be 1 to 604800 seconds, not \(ttl)") }
             var alias: SPIFFEID?
             if !request.message.spiffeID.isEmpty {
-                let id = try EntryValidation.id(request.message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
-                guard !id.path.isEmpty, !id.path.hasPrefix("/hallmark/") else {
-                    throw ValidationFailure("spiffe_id", "must have a path outside the reserved /hallmark/")
-                }
-                alias = id
+                alias = try EntryValidation.workloadID(request.message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
             }
             let token = JoinToken.generate()
             let tokenID = JoinToken.id(of: token)
@@ -309,8 +305,9 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         try await respond("x509.mint", request.message) {
             let uid = try caller(request.metadata)
             let message = request.message
-            let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
-            guard !id.path.isEmpty else { throw ValidationFailure("spiffe_id", "must have a path") }
+            // The server's and agents' own IDs are never minted: a non-root admin could otherwise
+            // impersonate the server to agents.
+            let id = try EntryValidation.workloadID(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
             let ttl = message.ttlSeconds == 0 ? Int(config.defaultX509SVIDTTL) : Int(message.ttlSeconds)
             guard (1...ServerConfig.maximumX509SVIDTTL).contains(ttl) else {
                 throw ValidationFailure("ttl", "must be 1 to \(ServerConfig.maximumX509SVIDTTL) seconds, not \(ttl)")
@@ -344,8 +341,9 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         try await respond("jwt.mint", request.message) {
             let uid = try caller(request.metadata)
             let message = request.message
-            let id = try EntryValidation.id(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
-            guard !id.path.isEmpty else { throw ValidationFailure("spiffe_id", "must have a path") }
+            // The server's and agents' own IDs are never minted: a non-root admin could otherwise
+            // impersonate the server to agents.
+            let id = try EntryValidation.workloadID(message.spiffeID, field: "spiffe_id", trustDomain: config.trustDomain)
             guard !message.audience.isEmpty, message.audience.allSatisfy({ !$0.isEmpty }) else {
                 throw ValidationFailure("audience", "at least one non-empty audience is required")
             }

@@ -105,6 +105,17 @@ public enum EntryValidation {
     }
 
     /// Parses a SPIFFE ID field that must belong to the server's trust domain.
+    /// A workload's ID: in the trust domain, with a path, and outside the reserved `/hallmark/`
+    /// (the server's and the agents' own identities).
+    public static func workloadID(_ text: String, field: String, trustDomain: TrustDomain) throws -> SPIFFEID {
+        let id = try Self.id(text, field: field, trustDomain: trustDomain)
+        guard !id.path.isEmpty else { throw ValidationFailure(field, "must have a path") }
+        guard id.path != "/hallmark", !id.path.hasPrefix("/hallmark/") else {
+            throw ValidationFailure(field, "must have a path outside the reserved /hallmark/ (the server's and agents' own IDs), not \(id)")
+        }
+        return id
+    }
+
     public static func id(_ text: String, field: String, trustDomain: TrustDomain) throws -> SPIFFEID {
         guard !text.isEmpty else { throw ValidationFailure(field, "is required") }
         let id: SPIFFEID

@@ -24,6 +24,9 @@ public struct JWTSVID: Sendable {
     /// An operator-chosen label (not part of the token).
     public var hint: String = ""
 
+    /// How far `nbf` and `iat` may lie ahead of the validation time (clock skew between hosts).
+    public static let allowedClockSkew: TimeInterval = 60
+
     /// Parses a JWT-SVID and validates its signature against the bundle of its trust domain.
     ///
     /// - Parameters:
@@ -149,6 +152,23 @@ public struct JWTSVID: Sendable {
         let expiresAt = Date(timeIntervalSince1970: exp)
         guard expiresAt > time else {
             throw SPIFFEError(.tokenExpired, "jwtsvid: the token expired at \(expiresAt.rfc3339) (checked at \(time.rfc3339))")
+        }
+        // Clocks differ a little between issuer and validator; past that, a token from the future
+        // was made to be used later, or by a clock that cannot be trusted.
+        let skewed = time.addingTimeInterval(Self.allowedClockSkew)
+        if let value = claims["nbf"] {
+            guard let nbf = value.numberValue else { throw SPIFFEError(.malformedJWT, "jwtsvid: the 'nbf' claim is not a number") }
+            let notBefore = Date(timeIntervalSince1970: nbf)
+            guard notBefore <= skewed else {
+                throw SPIFFEError(.tokenNotYetValid, "jwtsvid: the token is not valid before \(notBefore.rfc3339) (checked at \(time.rfc3339), \(Int(Self.allowedClockSkew)) s skew allowed)")
+            }
+        }
+        if let value = claims["iat"] {
+            guard let iat = value.numberValue else { throw SPIFFEError(.malformedJWT, "jwtsvid: the 'iat' claim is not a number") }
+            let issuedAt = Date(timeIntervalSince1970: iat)
+            guard issuedAt <= skewed else {
+                throw SPIFFEError(.issuedInFuture, "jwtsvid: the token was issued in the future, at \(issuedAt.rfc3339) (checked at \(time.rfc3339), \(Int(Self.allowedClockSkew)) s skew allowed)")
+            }
         }
         return JWTSVID(
             token: token, id: id, audience: audience, expiresAt: expiresAt,

@@ -25,6 +25,7 @@ public struct SPIFFEError: Error, Hashable, Sendable, CustomStringConvertible {
             // JWT-SVID rules
             case malformedJWT, unsupportedAlgorithm, invalidTokenType, missingKeyID, unknownKeyID
             case invalidSignature, invalidSubject, missingAudience, audienceMismatch, missingExpiry, tokenExpired
+            case tokenNotYetValid, issuedInFuture
             // Authorisation
             case unauthorized
         }
@@ -88,6 +89,8 @@ public struct SPIFFEError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let audienceMismatch = Code(.audienceMismatch)
         public static let missingExpiry = Code(.missingExpiry)
         public static let tokenExpired = Code(.tokenExpired)
+        public static let tokenNotYetValid = Code(.tokenNotYetValid)
+        public static let issuedInFuture = Code(.issuedInFuture)
 
         public static let unauthorized = Code(.unauthorized)
     }

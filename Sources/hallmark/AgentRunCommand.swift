@@ -53,8 +53,14 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("gpu-reattest-interval"), help: "Seconds between GPU re-attestations on a node without a TPM (default 300).")
     var gpuReattestInterval: Int = 300
 
-    @Option(name: .customLong("join-token"), help: "The join token (from `hallmark token generate`).")
+    @Option(
+        name: .customLong("join-token"),
+        help: "The join token (from `hallmark token generate`). Every local user can read it in /proc/PID/cmdline: for tests; use --join-token-file."
+    )
     var joinToken: String?
+
+    @Option(name: .customLong("join-token-file"), help: "Read the join token from this file, or from standard input with '-'.")
+    var joinTokenFile: String?
 
     @Option(name: .customLong("trust-domain"), help: "The trust domain (default: read from the trust bundle).")
     var trustDomain: String?
@@ -73,6 +79,7 @@ struct AgentRunCommand: AsyncParsableCommand {
             throw ValidationError("give --trust-bundle FILE, or --insecure-bootstrap to skip verifying the server (development only)")
         }
         guard socket.hasPrefix("/") else { throw ValidationError("--socket: must be an absolute path") }
+        guard joinToken == nil || joinTokenFile == nil else { throw ValidationError("--join-token and --join-token-file: give one, not both") }
     }
 
     func run() async throws {
@@ -80,7 +87,7 @@ struct AgentRunCommand: AsyncParsableCommand {
         var config = AgentConfig(dataDir: dataDir, serverHost: host, serverPort: port, socketPath: socket)
         config.trustBundlePath = trustBundle
         config.insecureBootstrap = insecureBootstrap
-        config.joinToken = joinToken
+        config.joinToken = try joinToken ?? joinTokenFile.map(Self.readJoinToken)
         config.gpuReattestInterval = TimeInterval(gpuReattestInterval)
         if let command = gpuEvidenceCommand {
             config.gpu = .command(command.split(separator: " ").map(String.init))
@@ -112,3 +119,20 @@ struct AgentRunCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension AgentRunCommand {
+    /// The token from a file or standard input ('-'), without surrounding white space.
+    static func readJoinToken(_ path: String) throws -> String {
+        let data: Data
+        if path == "-" {
+            data = FileHandle.standardInput.readDataToEndOfFile()
+        } else {
+            guard let contents = FileManager.default.contents(atPath: path) else { throw ValidationError("--join-token-file: cannot read \(path)") }
+            data = contents
+        }
+        let token = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !token.isEmpty else { throw ValidationError("--join-token-file: \(path == "-" ? "standard input" : path) holds no token") }
+        return token
+    }
+}
+

@@ -77,6 +77,53 @@ struct SecurityPropertyTests {
         #expect(!FileManager.default.fileExists(atPath: server.dir.path("fooled-data/agent-svid.pem")), "the agent attested to an impostor")
     }
 
+    @Test("a join token from a file or standard input never appears in the agent's command line")
+    func joinTokenNotOnCommandLine() throws {
+        let server = try TestServer()
+        let token = try TestAgent.token(server)
+        let file = try server.dir.write("join-token", token + "\n")
+        chmod(file, 0o600)
+        let agent = try TestAgent(server: server, name: "from-file", attestation: ["--join-token-file", file])
+        #expect(agent.spiffeID.hasPrefix("spiffe://example.org/hallmark/agent/join-token/"))
+        let pid = try #require(agent.pid)
+        let cmdline = try #require(FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"))
+        #expect(!String(decoding: cmdline, as: UTF8.self).contains(token), "the token is not in /proc/PID/cmdline")
+
+        // From standard input.
+        let stdinToken = try TestAgent.token(server)
+        let bundle = try server.dir.write("stdin-bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Run.hallmarkBinary)
+        process.arguments = [
+            "agent", "run", "--data-dir", server.dir.path("stdin-data"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("stdin.sock"), "--join-token-file", "-",
+        ]
+        let log = server.dir.path("stdin-agent.log")
+        FileManager.default.createFile(atPath: log, contents: nil)
+        process.standardOutput = FileHandle(forWritingAtPath: log)
+        process.standardError = FileHandle(forWritingAtPath: log)
+        let input = Pipe()
+        process.standardInput = input
+        try process.run()
+        defer { process.terminate(); process.waitUntilExit() }
+        input.fileHandleForWriting.write(Data((stdinToken + "\n").utf8))
+        try input.fileHandleForWriting.close()
+        try waitFor("hallmark agent listening", in: log, while: process)
+
+        let empty = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("empty-data"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("empty.sock"), "--join-token-file", "-",
+        ], input: "")
+        #expect(empty.status != 0 && empty.stderr.contains("--join-token-file: standard input holds no token"), "\(empty.stderr)")
+        let both = try Run.process(Run.hallmarkBinary, [
+            "agent", "run", "--data-dir", server.dir.path("both-data"), "--server", server.agentAddress, "--trust-bundle", bundle,
+            "--socket", server.dir.path("both.sock"), "--join-token", "x", "--join-token-file", file,
+        ])
+        #expect(both.status != 0 && both.stderr.contains("give one, not both"), "\(both.stderr)")
+        let help = try Run.process(Run.hallmarkBinary, ["agent", "run", "--help"])
+        #expect(help.stdout.contains("/proc/PID/cmdline"), "the help says why the flag form is for tests")
+    }
+
     @Test("no private key and no join token ever appears in the server's or the agent's log")
     func noSecretsInLogs() throws {
         let server = try TestServer(arguments: ["--log-level", "trace"])

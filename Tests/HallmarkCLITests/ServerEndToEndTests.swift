@@ -89,6 +89,11 @@ struct ServerEndToEndTests {
             (["x509", "mint", "--spiffe-id", "spiffe://example.org/x", "--ttl", "99999999"], "ttl"),
             (["x509", "mint", "--spiffe-id", "spiffe://example.org"], "spiffe_id: must have a path"),
             (["jwt", "mint", "--spiffe-id", "spiffe://example.org/x"], "audience"),
+            // The server's and the agents' own identities are never minted by an admin.
+            (["x509", "mint", "--spiffe-id", "spiffe://example.org/hallmark/server"], "outside the reserved /hallmark/"),
+            (["x509", "mint", "--spiffe-id", "spiffe://example.org/hallmark/agent/join-token/x"], "outside the reserved /hallmark/"),
+            (["jwt", "mint", "--spiffe-id", "spiffe://example.org/hallmark/server", "--audience", "agents"], "outside the reserved /hallmark/"),
+            (["x509", "mint", "--spiffe-id", "spiffe://example.org/hallmark"], "outside the reserved /hallmark/"),
             (["agent", "show", "--spiffe-id", "spiffe://example.org/hallmark/agent/none"], "no attested agent"),
             (["entry", "show", "--spiffe-id", "not-an-id"], "spiffe_id"),
         ]

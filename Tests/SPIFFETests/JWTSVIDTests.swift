@@ -106,6 +106,23 @@ struct JWTSVIDTests {
         #expect(Self.code(try Self.token(claims: claims), bundle: try Self.bundle(for: "ES256")) == .tokenExpired)
     }
 
+    @Test("nbf and iat may lie at most the allowed skew ahead; further is refused", arguments: [
+        ("nbf", 30.0, nil), ("nbf", 61.0, SPIFFEError.Code.tokenNotYetValid), ("iat", 59.0, nil), ("iat", 3600.0, .issuedInFuture),
+        ("nbf", -3600.0, nil),
+    ] as [(String, Double, SPIFFEError.Code?)])
+    func notBeforeAndIssuedAt(_ claim: String, _ ahead: Double, _ expected: SPIFFEError.Code?) throws {
+        var claims = TestJWT.claims(expiresIn: 7200)
+        claims[claim] = .number(TestClock.now.timeIntervalSince1970 + ahead)
+        #expect(Self.code(try Self.token(claims: claims), bundle: try Self.bundle(for: "ES256")) == expected)
+    }
+
+    @Test("a non-numeric nbf or iat is malformed", arguments: ["nbf", "iat"])
+    func nonNumericTimes(_ claim: String) throws {
+        var claims = TestJWT.claims()
+        claims[claim] = .string("tomorrow")
+        #expect(Self.code(try Self.token(claims: claims), bundle: try Self.bundle(for: "ES256")) == .malformedJWT)
+    }
+
     @Test("a token without exp is refused")
     func noExpiry() throws {
         var claims = TestJWT.claims()
