@@ -111,7 +111,7 @@ let package = Package(
             swiftSettings: strict
         ),
         // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk.
-        .target(name: "HallmarkCA", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
+        .target(name: "HallmarkCA", dependencies: ["SPIFFE", "HallmarkSupport"] + crypto, swiftSettings: strict),
         // The server: admin API, agent API, node attestation, entry stream, audit.
         .target(
             name: "HallmarkServer",
@@ -139,7 +139,7 @@ let package = Package(
             name: "hallmark",
             dependencies: [
                 "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation", "HallmarkTPM", "HallmarkGPU",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "HallmarkSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + crypto + grpc + transport,
             swiftSettings: strict

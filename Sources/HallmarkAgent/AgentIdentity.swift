@@ -3,6 +3,7 @@
 
 import Crypto
 import Foundation
+import HallmarkSupport
 import SPIFFE
 import SwiftASN1
 import X509
@@ -40,12 +41,8 @@ enum AgentIdentity {
         try write(String(decoding: try bundle.json(), as: UTF8.self), to: config.bundlePath, mode: 0o644)
     }
 
-    static func write(_ text: String, to path: String, mode: Int) throws {
-        let temporary = path + ".tmp"
-        guard FileManager.default.createFile(atPath: temporary, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
-            throw AgentError("agent: cannot write \(path)")
-        }
-        _ = rename(temporary, path)
+    static func write(_ text: String, to path: String, mode: mode_t) throws {
+        do { try PrivateFiles.write(text, to: path, mode: mode) } catch let error as PrivateFileError { throw AgentError("agent: \(error.message)") }
     }
 
     /// A short-lived self-signed certificate that lets an agent without an SVID complete mTLS to attest.

@@ -2,6 +2,7 @@
 // server, and the Workload API on its Unix socket, as one service.
 
 import Foundation
+import HallmarkSupport
 public import Logging
 import SPIFFE
 public import ServiceLifecycle
@@ -16,7 +17,7 @@ public struct HallmarkAgent: Service {
     }
 
     public func run() async throws {
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw AgentError("agent: --data-dir: \(error.message)") }
         let cache = AgentCache()
         let link = ServerLink(config: config, cache: cache, logger: logger)
 
@@ -38,13 +39,13 @@ public struct HallmarkAgent: Service {
         }
 
         let socketPath = config.socketPath
-        try Self.prepareSocket(socketPath)
+        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw AgentError("agent: --socket: \(error.message)") }
         let workloadAPI = try await WorkloadAPIServer.bind(
             socketPath: socketPath,
             service: WorkloadAPIService(cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger)
         )
         // Every local user may connect; the kernel's credentials tell workloads apart.
-        chmod(socketPath, 0o777)
+        try PrivateFiles.setSocketMode(socketPath, 0o777)
         let logger = self.logger
         try await withGracefulShutdownHandler {
             try await withThrowingDiscardingTaskGroup { group in
@@ -61,24 +62,6 @@ public struct HallmarkAgent: Service {
             logger.info("hallmark agent shutting down")
             cache.changes.finishAll()
             workloadAPI.beginGracefulShutdown()
-        }
-    }
-
-    private static func prepareSocket(_ path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        // Only the agent may write the socket's directory, so no one can swap the socket.
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        var info = stat()
-        guard stat(directory, &info) == 0 else { throw AgentError("agent: cannot read the socket directory \(directory)") }
-        guard info.st_mode & 0o022 == 0, info.st_uid == geteuid() else {
-            throw AgentError(
-                "agent: the socket directory \(directory) (mode \(String(info.st_mode & 0o7777, radix: 8)), owner uid \(info.st_uid)) must be "
-                    + "owned by the agent's user and writable by no one else, or another user could replace the socket; use chmod 755"
-            )
-        }
-        if lstat(path, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFSOCK else { throw AgentError("agent: \(path) exists and is not a socket") }
-            unlink(path)
         }
     }
 }

@@ -3,6 +3,7 @@
 public import X509
 public import Crypto
 public import Foundation
+import HallmarkSupport
 import SwiftASN1
 
 public enum KeyFile {
@@ -24,10 +25,10 @@ public enum KeyFile {
         try P256.Signing.PrivateKey(pemRepresentation: read(path))
     }
 
-    /// Creates a directory with mode 0700 if it does not exist, and tightens it if it does.
+    /// Creates a directory with mode 0700 if it does not exist, tightens it if it does, and refuses
+    /// one another user owns.
     public static func ensurePrivateDirectory(_ path: String) throws {
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        try FileManager.default.setAttributes([.posixPermissions: 0o700], ofItemAtPath: path)
+        do { try PrivateFiles.ensurePrivateDirectory(path) } catch let error as PrivateFileError { throw CAError("ca: \(error.message)") }
     }
 
     private static func read(_ path: String) throws -> String {
@@ -38,16 +39,6 @@ public enum KeyFile {
     }
 
     private static func write(pem: String, to path: String) throws {
-        let temporary = path + ".tmp"
-        FileManager.default.createFile(atPath: temporary, contents: nil, attributes: [.posixPermissions: 0o600])
-        guard let handle = FileHandle(forWritingAtPath: temporary) else {
-            throw CAError("ca: cannot create the key file \(path)")
-        }
-        try handle.write(contentsOf: Data(pem.utf8))
-        try handle.synchronize()
-        try handle.close()
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: temporary)
-        if FileManager.default.fileExists(atPath: path) { try FileManager.default.removeItem(atPath: path) }
-        try FileManager.default.moveItem(atPath: temporary, toPath: path)
+        do { try PrivateFiles.write(pem, to: path, mode: 0o600) } catch let error as PrivateFileError { throw CAError("ca: \(error.message)") }
     }
 }

@@ -26,7 +26,7 @@ public struct HallmarkServer: Service {
     }
 
     public func run() async throws {
-        try FileManager.default.createDirectory(atPath: config.dataDir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw CAError("server: --data-dir: \(error.message)") }
         let store = try SQLiteStore(path: config.databasePath)
         let ca = CAManager(config: config, store: store, logger: logger)
         try await ca.start()
@@ -34,7 +34,7 @@ public struct HallmarkServer: Service {
         let index = EntryIndex(store: store)
 
         let socketPath = config.adminSocketPath
-        try Self.prepareSocketPath(socketPath)
+        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw CAError("server: --admin-socket: \(error.message)") }
         let adminUIDs = config.adminUIDs
         let logger = self.logger
         let admin = GRPCServer(
@@ -107,7 +107,7 @@ public struct HallmarkServer: Service {
                 }
                 if let address = try await admin.listeningAddress, address.unixDomainSocket != nil {
                     // Connecting needs write permission: owner and group only, never others.
-                    chmod(socketPath, 0o660)
+                    try PrivateFiles.setSocketMode(socketPath, 0o660)
                 }
                 let agentAddress = try await agentAPI.listeningAddress?.ipv4.map { "\($0.host):\($0.port)" } ?? "?"
                 logger.info(
@@ -183,19 +183,6 @@ public struct HallmarkServer: Service {
             } catch {
                 logger.error("could not evict agents with stale evidence; retrying", metadata: ["error": "\(error)"])
             }
-        }
-    }
-
-    private static func prepareSocketPath(_ path: String) throws {
-        let directory = (path as NSString).deletingLastPathComponent
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
-        // A socket file left by a previous run would make bind fail.
-        var info = stat()
-        if lstat(path, &info) == 0 {
-            guard (info.st_mode & S_IFMT) == S_IFSOCK else {
-                throw CAError("server: \(path) exists and is not a socket; refusing to replace it")
-            }
-            unlink(path)
         }
     }
 }

@@ -346,13 +346,7 @@ struct X509Command: AsyncParsableCommand {
                 ("svid.pem", svid.chainPEM, 0o644), ("svid.key", try svid.privateKeyPEM(), 0o600),
                 ("bundle.pem", X509Bundle(trustDomain: svid.id.trustDomain, authorities: bundle).pem, 0o644),
             ]
-            if let write {
-                try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
-                for (name, text, mode) in files {
-                    let path = (write as NSString).appendingPathComponent(name)
-                    FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
-                }
-            }
+            if let write { try CLIOutput.writeFiles(files, to: write, flag: "--write") }
             if output == .json {
                 var report = ["spiffe_id": svid.id.description, "expires_at": svid.expiresAt.rfc3339]
                 if let write { report["written_to"] = write } else { report["svid_pem"] = files[0].1; report["key_pem"] = files[1].1; report["bundle_pem"] = files[2].1 }

@@ -2,6 +2,7 @@
 
 import ArgumentParser
 import Foundation
+import HallmarkSupport
 
 enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
     case text, json
@@ -28,6 +29,19 @@ enum CLIOutput {
             throw fail("\(flag): cannot read '\(path)': no such file, or not readable", exitCode: 2)
         }
         return data
+    }
+
+    /// Writes each (name, text, mode) into `directory` (created if missing) through PrivateFiles, so
+    /// that a key is never readable by others, even while it is written.
+    static func writeFiles(_ files: [(name: String, text: String, mode: Int)], to directory: String, flag: String) throws {
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            for file in files {
+                try PrivateFiles.write(file.text, to: (directory as NSString).appendingPathComponent(file.name), mode: mode_t(file.mode))
+            }
+        } catch let error as PrivateFileError {
+            throw fail("\(flag): \(error.message)")
+        }
     }
 }
 

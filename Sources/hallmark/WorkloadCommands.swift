@@ -46,10 +46,7 @@ struct SVIDFetch: AsyncParsableCommand {
         guard let svid = context.defaultSVID else { throw CLIOutput.fail("svid fetch: the agent returned no SVID") }
         let bundle = try context.bundles.x509Bundle(for: svid.id.trustDomain)
         if let write {
-            try FileManager.default.createDirectory(atPath: write, withIntermediateDirectories: true)
-            for (name, text, mode) in [("svid.pem", svid.chainPEM, 0o644), ("svid.key", try svid.privateKeyPEM(), 0o600), ("bundle.pem", bundle.pem, 0o644)] {
-                FileManager.default.createFile(atPath: (write as NSString).appendingPathComponent(name), contents: Data(text.utf8), attributes: [.posixPermissions: mode])
-            }
+            try CLIOutput.writeFiles([("svid.pem", svid.chainPEM, 0o644), ("svid.key", try svid.privateKeyPEM(), 0o600), ("bundle.pem", bundle.pem, 0o644)], to: write, flag: "--write")
         }
         let verified = try? await X509SVIDVerifier(bundles: context.bundles).verify(svid.certificates)
         if output == .json {
