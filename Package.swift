@@ -107,7 +107,7 @@ let package = Package(
         // The store protocol and its SQLite implementation with numbered SQL migrations.
         .target(
             name: "HallmarkStore",
-            dependencies: ["SPIFFE", "HallmarkAttestation", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
+            dependencies: ["SPIFFE", "HallmarkAttestation", "HallmarkSupport", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
             swiftSettings: strict
         ),
         // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk.
@@ -139,7 +139,7 @@ let package = Package(
             name: "hallmark",
             dependencies: [
                 "SPIFFE", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkServer", "HallmarkAgent", "HallmarkAttestation", "HallmarkTPM", "HallmarkGPU",
-                "HallmarkSupport", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "HallmarkSupport", "HallmarkStore", .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ] + crypto + grpc + transport,
             swiftSettings: strict
@@ -200,7 +200,7 @@ let package = Package(
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(
             name: "HallmarkCLITests",
-            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo", "hallmark-bench",
+            dependencies: ["SPIFFE", "SPIFFETLS", "SPIFFEWorkloadAPI", "HallmarkProto", "HallmarkStore", "HallmarkTestSupport", "hallmark", "hallmark-gpu-simulator", "mtls-echo", "hallmark-bench",
                 .product(name: "NIOHPACK", package: "swift-nio-http2"),
             ] + crypto + grpc + transport,
             swiftSettings: strict

@@ -378,12 +378,33 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     func verifyAudit(request: ServerRequest<Admin_VerifyAuditRequest>, context: ServerContext) async throws -> ServerResponse<Admin_VerifyAuditResponse> {
         try await respond("audit.verify", request.message) {
             _ = try caller(request.metadata)
-            let result = try await store.verifyAudit()
+            let result = try await store.verifyAudit(trust: AuditTrust(dataDir: config.dataDir))
             return Admin_VerifyAuditResponse.with {
                 $0.intact = result.intact
                 $0.records = result.records
                 $0.firstBadSequence = result.firstBadSequence ?? 0
                 $0.reason = result.reason ?? ""
+            }
+        }
+    }
+
+    func listAuditCheckpoints(
+        request: ServerRequest<Admin_ListAuditCheckpointsRequest>, context: ServerContext
+    ) async throws -> ServerResponse<Admin_ListAuditCheckpointsResponse> {
+        try await respond("audit.checkpoints", request.message) {
+            _ = try caller(request.metadata)
+            let checkpoints = try await store.auditCheckpoints()
+            return Admin_ListAuditCheckpointsResponse.with {
+                $0.checkpoints = checkpoints.map { checkpoint in
+                    Admin_AuditCheckpoint.with {
+                        $0.sequence = checkpoint.sequence
+                        $0.headHash = Data(checkpoint.headHash)
+                        $0.timeMs = checkpoint.timeMS
+                        $0.signature = Data(checkpoint.signature)
+                        $0.keyID = checkpoint.keyID
+                    }
+                }
+                $0.publicKeyPem = AuditTrust(dataDir: config.dataDir).key?.pemRepresentation ?? ""
             }
         }
     }

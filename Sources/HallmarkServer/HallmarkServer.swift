@@ -27,7 +27,9 @@ public struct HallmarkServer: Service {
 
     public func run() async throws {
         do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw CAError("server: --data-dir: \(error.message)") }
-        let store = try SQLiteStore(path: config.databasePath)
+        let store = try SQLiteStore(
+            path: config.databasePath, checkpointer: try AuditCheckpointer(dataDir: config.dataDir, interval: config.auditCheckpointInterval)
+        )
         let ca = CAManager(config: config, store: store, logger: logger)
         try await ca.start()
         let events = Broadcast()
@@ -117,6 +119,10 @@ public struct HallmarkServer: Service {
                         "data_dir": "\(config.dataDir)",
                     ]
                 )
+            }
+            // The last records are covered by a checkpoint before the server stops.
+            if let checkpoint = try await store.checkpointAudit(at: Date()) {
+                logger.info("audit checkpoint at shutdown", metadata: ["sequence": "\(checkpoint.sequence)"])
             }
         } onGracefulShutdown: {
             logger.info("hallmark server shutting down")

@@ -58,6 +58,9 @@ public struct ServerConfig: Sendable {
         }
     }
 
+    /// A signed audit checkpoint is written with every this many records (and at shutdown).
+    public var auditCheckpointInterval: Int64 = 100
+
     /// How long an attestation nonce may be answered.
     public var nonceTTL: TimeInterval = 60
 

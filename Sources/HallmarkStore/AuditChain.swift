@@ -8,17 +8,21 @@ public enum AuditChain {
     /// The previous hash of the first record.
     public static let genesis = [UInt8](repeating: 0, count: 32)
 
-    /// The hash of a record at `sequence` following `previousHash`.
+    /// The hash of a record at `sequence` following `previousHash`: SHA-256 of its preimage.
     public static func hash(sequence: Int64, event: AuditEvent, previousHash: [UInt8]) -> [UInt8] {
-        var hasher = SHA256()
-        hasher.update(data: previousHash)
-        func integer(_ value: Int64) {
-            withUnsafeBytes(of: value.bigEndian) { hasher.update(bufferPointer: $0) }
-        }
+        Array(SHA256.hash(data: preimage(sequence: sequence, event: event, previousHash: previousHash)))
+    }
+
+    /// The bytes a record's hash covers: the previous hash (32 bytes); the sequence, the time in
+    /// Unix milliseconds and the caller's uid as 8-byte big-endian integers; then action, target,
+    /// result and detail, each as an 8-byte big-endian length and its UTF-8 bytes.
+    public static func preimage(sequence: Int64, event: AuditEvent, previousHash: [UInt8]) -> [UInt8] {
+        var bytes = previousHash
+        func integer(_ value: Int64) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
         func text(_ value: String) {
-            let bytes = Array(value.utf8)
-            integer(Int64(bytes.count))
-            hasher.update(data: bytes)
+            let utf8 = Array(value.utf8)
+            integer(Int64(utf8.count))
+            bytes += utf8
         }
         integer(sequence)
         integer(Int64((event.time.timeIntervalSince1970 * 1000).rounded()))
@@ -27,7 +31,7 @@ public enum AuditChain {
         text(event.target)
         text(event.result)
         text(event.detail)
-        return Array(hasher.finalize())
+        return bytes
     }
 
     /// Checks a run of records, in order from the first.

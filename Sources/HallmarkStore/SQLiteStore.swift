@@ -8,11 +8,14 @@ public import SPIFFE
 
 public final class SQLiteStore: Store {
     private let pool: DatabasePool
+    /// Signs audit checkpoints with a key outside the database (nil: none are written).
+    private let checkpointer: AuditCheckpointer?
 
     /// Opens (creating if needed) the database at `path` and applies pending migrations.
     ///
     /// - Throws: ``StoreError`` with `newerSchema` when the file was written by a newer Hallmark.
-    public init(path: String) throws {
+    public init(path: String, checkpointer: AuditCheckpointer? = nil) throws {
+        self.checkpointer = checkpointer
         var configuration = Configuration()
         configuration.foreignKeysEnabled = true
         configuration.busyMode = .timeout(10)
@@ -65,7 +68,7 @@ public final class SQLiteStore: Store {
         try await pool.write { db in
             try Self.checkNew(entry, db)
             try Self.insert(entry, db)
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return entry
         }
     }
@@ -78,7 +81,7 @@ public final class SQLiteStore: Store {
                 try Self.checkNew(entry, db)
                 try Self.insert(entry, db)
             }
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -119,7 +122,7 @@ public final class SQLiteStore: Store {
             updated.revisionNumber = current.revisionNumber + 1
             try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [entry.id])
             try Self.insert(updated, db)
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return updated
         }
     }
@@ -130,7 +133,7 @@ public final class SQLiteStore: Store {
                 throw StoreError(.notFound, "store: no entry with ID \(id)")
             }
             try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return current
         }
     }
@@ -203,7 +206,7 @@ public final class SQLiteStore: Store {
             for id in ids {
                 guard let entry = try Self.fetchEntries(db, EntryFilter(id: id)).first else { continue }
                 try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
-                try Self.append(
+                try self.append(
                     [AuditEvent(time: time, callerUID: -1, action: "entry.expire", target: id, detail: entry.spiffeID.description)], db
                 )
                 pruned.append(entry)
@@ -328,7 +331,7 @@ public final class SQLiteStore: Store {
                     Int64(token.createdAt.timeIntervalSince1970),
                 ]
             )
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -381,7 +384,7 @@ public final class SQLiteStore: Store {
                 }
             }
             try Self.insertNode(node, at: audit.time, db)
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -408,7 +411,7 @@ public final class SQLiteStore: Store {
             try db.execute(sql: "DELETE FROM node_selectors WHERE spiffe_id = ?", arguments: [id])
             try Self.insertSelectors(node, db)
             try Self.recordChange(db, .node, id, audit.time)
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -426,7 +429,7 @@ public final class SQLiteStore: Store {
             node.banned = banned
             node.serialNumber = ""
             try Self.recordChange(db, .node, spiffeID.description, audit.time)
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return node
         }
     }
@@ -435,7 +438,7 @@ public final class SQLiteStore: Store {
     public func saveAttestedNodes(_ nodes: [AttestedNode], audit: AuditEvent) async throws {
         try await pool.write { db in
             for node in nodes { try Self.insertNode(node, at: audit.time, db) }
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -479,7 +482,7 @@ public final class SQLiteStore: Store {
             }
             try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [spiffeID.description])
             try Self.recordChange(db, .node, spiffeID.description, audit.time)
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return node
         }
     }
@@ -499,7 +502,7 @@ public final class SQLiteStore: Store {
             guard let node = try Self.fetchNodes(db, spiffeID: spiffeID).first, node.evidenceAt < time else { return nil }
             try db.execute(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?", arguments: [spiffeID.description])
             try Self.recordChange(db, .node, spiffeID.description, audit.time)
-            try Self.append([audit], db)
+            try self.append([audit], db)
             return node
         }
     }
@@ -557,7 +560,7 @@ public final class SQLiteStore: Store {
                 ]
             )
             try Self.recordChange(db, .bundle, authority.authorityID, audit.time)
-            try Self.append([audit], db)
+            try self.append([audit], db)
         }
     }
 
@@ -576,12 +579,13 @@ public final class SQLiteStore: Store {
 
     public func appendAudit(_ events: [AuditEvent]) async throws {
         guard !events.isEmpty else { return }
-        try await pool.write { db in try Self.append(events, db) }
+        try await pool.write { db in try self.append(events, db) }
     }
 
-    private static func append(_ events: [AuditEvent], _ db: Database) throws {
+    private func append(_ events: [AuditEvent], _ db: Database) throws {
         let last = try Row.fetchOne(db, sql: "SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1")
-        var sequence: Int64 = last?["sequence"] ?? 0
+        let start: Int64 = last?["sequence"] ?? 0
+        var sequence = start
         var previous = (last?["hash"] as Data?).map(Array.init) ?? AuditChain.genesis
         for event in events {
             sequence += 1
@@ -598,6 +602,44 @@ public final class SQLiteStore: Store {
             )
             previous = hash
         }
+        if let checkpointer, sequence / checkpointer.interval > start / checkpointer.interval {
+            try checkpoint(sequence: sequence, head: previous, time: events.last?.time ?? Date(), checkpointer, db)
+        }
+    }
+
+    /// Signs and stores a checkpoint of the head in this transaction; keeps it beside the key once committed.
+    private func checkpoint(sequence: Int64, head: [UInt8], time: Date, _ checkpointer: AuditCheckpointer, _ db: Database) throws {
+        let checkpoint = try checkpointer.sign(sequence: sequence, head: head, time: time)
+        try db.execute(
+            sql: "INSERT INTO audit_checkpoints (sequence, head_hash, time_ms, signature, key_id) VALUES (?, ?, ?, ?, ?)",
+            arguments: [checkpoint.sequence, Data(checkpoint.headHash), checkpoint.timeMS, Data(checkpoint.signature), checkpoint.keyID]
+        )
+        db.afterNextTransaction { _ in checkpointer.recordHead(checkpoint) }
+    }
+
+    public func checkpointAudit(at time: Date) async throws -> AuditCheckpoint? {
+        guard let checkpointer else { return nil }
+        return try await pool.write { db in
+            guard let last = try Row.fetchOne(db, sql: "SELECT sequence, hash FROM audit_log ORDER BY sequence DESC LIMIT 1") else { return nil }
+            let sequence: Int64 = last["sequence"]
+            let covered = try Int64.fetchOne(db, sql: "SELECT MAX(sequence) FROM audit_checkpoints") ?? 0
+            guard sequence > covered else { return nil }
+            try self.checkpoint(sequence: sequence, head: Array(last["hash"] as Data), time: time, checkpointer, db)
+            return try Self.checkpoints(db).last
+        }
+    }
+
+    public func auditCheckpoints() async throws -> [AuditCheckpoint] {
+        try await pool.read { db in try Self.checkpoints(db) }
+    }
+
+    private static func checkpoints(_ db: Database) throws -> [AuditCheckpoint] {
+        try Row.fetchAll(db, sql: "SELECT * FROM audit_checkpoints ORDER BY sequence").map { row in
+            AuditCheckpoint(
+                sequence: row["sequence"], headHash: Array(row["head_hash"] as Data), timeMS: row["time_ms"],
+                signature: Array(row["signature"] as Data), keyID: row["key_id"]
+            )
+        }
     }
 
     public func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] {
@@ -608,12 +650,13 @@ public final class SQLiteStore: Store {
         }
     }
 
-    public func verifyAudit() async throws -> AuditVerification {
+    public func verifyAudit(trust: AuditTrust?) async throws -> AuditVerification {
         try await pool.read { db in
             let cursor = try Row.fetchCursor(db, sql: "SELECT * FROM audit_log ORDER BY sequence")
             var records: [AuditRecord] = []
             while let row = try cursor.next() { records.append(Self.auditRecord(row)) }
-            return AuditChain.verify(records)
+            guard let trust else { return AuditChain.verify(records) }
+            return AuditChain.verify(records, checkpoints: try Self.checkpoints(db), trust: trust)
         }
     }
 

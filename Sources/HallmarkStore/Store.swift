@@ -60,7 +60,11 @@ public protocol Store: Sendable {
     // Audit log
     func appendAudit(_ events: [AuditEvent]) async throws
     func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord]
-    func verifyAudit() async throws -> AuditVerification
+    /// Checks the hash chain and, given the trust kept outside the database, every checkpoint.
+    func verifyAudit(trust: AuditTrust?) async throws -> AuditVerification
+    /// Signs a checkpoint of the newest record, unless one covers it already (at shutdown).
+    func checkpointAudit(at time: Date) async throws -> AuditCheckpoint?
+    func auditCheckpoints() async throws -> [AuditCheckpoint]
 
     // Change log
     func latestChange() async throws -> Int64

@@ -4,7 +4,9 @@ import ArgumentParser
 import Crypto
 import Foundation
 import GRPCNIOTransportHTTP2
+import HallmarkAttestation
 import HallmarkProto
+import HallmarkStore
 import SPIFFE
 import SwiftASN1
 import X509
@@ -388,7 +390,9 @@ struct JWTCommand: AsyncParsableCommand {
 }
 
 struct AuditCommand: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "audit", abstract: "The hash-chained audit log.", subcommands: [Show.self, Verify.self])
+    static let configuration = CommandConfiguration(
+        commandName: "audit", abstract: "The hash-chained audit log and its signed checkpoints.", subcommands: [Show.self, Verify.self, Export.self]
+    )
 
     struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print audit records.")
@@ -422,8 +426,70 @@ struct AuditCommand: AsyncParsableCommand {
         }
     }
 
+    struct Export: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Write every audit record and signed checkpoint as JSON lines, for checking with openssl alone (docs/SECURITY.md).",
+            discussion: """
+                Lines: one {"type":"key"} with the checkpoint key's public PEM; each {"type":"record"} with its fields, \
+                previous_hash and hash (hex) and "hashed", the exact bytes its hash covers (base64); each {"type":"checkpoint"} \
+                with "message" (base64) and its ECDSA P-256 SHA-256 "signature" (DER, base64).
+                """
+        )
+        @OptionGroup var server: AdminOptions
+
+        func run() async throws {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+            func line(_ value: some Encodable) throws { print(String(decoding: try encoder.encode(value), as: UTF8.self)) }
+            let checkpoints = try await server.call("audit export") { try await $0.listAuditCheckpoints(Admin_ListAuditCheckpointsRequest()) }
+            struct Key: Encodable { let type = "key", public_key_pem: String }
+            try line(Key(public_key_pem: checkpoints.publicKeyPem))
+            struct Record: Encodable {
+                let type = "record", sequence: Int64, time_ms: Int64, caller_uid: Int64, action: String, target: String, result: String, detail: String
+                let previous_hash: String, hash: String, hashed: String
+            }
+            var after: Int64 = 0
+            var previous = AuditChain.genesis
+            while true {
+                let request = Admin_ListAuditRequest.with {
+                    $0.afterSequence = after
+                    $0.limit = 10_000
+                }
+                let page = try await server.call("audit export") { try await $0.listAudit(request) }.records
+                for record in page {
+                    let event = AuditEvent(
+                        time: Date(timeIntervalSince1970: TimeInterval(record.time) / 1000), callerUID: record.callerUid, action: record.action,
+                        target: record.target, result: record.result, detail: record.detail
+                    )
+                    let preimage = AuditChain.preimage(sequence: record.sequence, event: event, previousHash: previous)
+                    try line(Record(
+                        sequence: record.sequence, time_ms: record.time, caller_uid: record.callerUid, action: record.action, target: record.target,
+                        result: record.result, detail: record.detail, previous_hash: Hex.encode(previous), hash: record.hash,
+                        hashed: Data(preimage).base64EncodedString()
+                    ))
+                    previous = Hex.decode(record.hash) ?? []
+                    after = record.sequence
+                }
+                if page.count < 10_000 { break }
+            }
+            struct Checkpoint: Encodable { let type = "checkpoint", sequence: Int64, head_hash: String, time_ms: Int64, key_id: String, message: String, signature: String }
+            for checkpoint in checkpoints.checkpoints {
+                let value = AuditCheckpoint(
+                    sequence: checkpoint.sequence, headHash: Array(checkpoint.headHash), timeMS: checkpoint.timeMs, signature: Array(checkpoint.signature),
+                    keyID: checkpoint.keyID
+                )
+                try line(Checkpoint(
+                    sequence: value.sequence, head_hash: Hex.encode(value.headHash), time_ms: value.timeMS, key_id: value.keyID,
+                    message: Data(value.message).base64EncodedString(), signature: Data(value.signature).base64EncodedString()
+                ))
+            }
+        }
+    }
+
     struct Verify: AsyncParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Check the audit log's hash chain; exits 1 naming the first record that no longer matches.")
+        static let configuration = CommandConfiguration(
+            abstract: "Check the audit log's hash chain and its signed checkpoints; exits 1 naming a rewritten chain, a truncation or a missing checkpoint key."
+        )
         @OptionGroup var server: AdminOptions
         @Option var output: OutputFormat = .text
 

@@ -76,6 +76,9 @@ struct ServerCommand: AsyncParsableCommand {
         @Option(name: .customLong("gpu-reattest-max-age"), help: "Seconds a node's last passing GPU evidence counts (default 900); older, the node is evicted.")
         var gpuReattestMaxAge: Int?
 
+        @Option(name: .customLong("audit-checkpoint-every"), help: "Sign an audit checkpoint with every N records (default 100) and at shutdown.")
+        var auditCheckpointEvery: Int?
+
         @Option(name: .customLong("gpu-root"), help: "Attest NVIDIA GPUs beside the host attestor: the pinned device identity root (PEM).")
         var gpuRoot: String?
 
@@ -147,6 +150,10 @@ struct ServerCommand: AsyncParsableCommand {
                 guard let value else { continue }
                 guard value >= 1 else { throw ValidationError("\(flag): must be at least 1 second") }
                 settings[keyPath: keyPath] = TimeInterval(value)
+            }
+            if let every = auditCheckpointEvery ?? file.audit_checkpoint_every {
+                guard every >= 1 else { throw ValidationError("--audit-checkpoint-every: must be at least 1 record") }
+                settings.auditCheckpointInterval = Int64(every)
             }
             settings.tpm = try tpmSettings(file)
             settings.gpu = try gpuSettings()
@@ -236,6 +243,7 @@ struct ServerConfigFile: Decodable {
     var tpm_ek_intermediate_dir: String?
     var tpm_pcr_policy: String?
     var tpm_reattest_max_age: Int?
+    var audit_checkpoint_every: Int?
     var gpu_reattest_max_age: Int?
     var upstream_ca_cert: String?
     var upstream_ca_key: String?

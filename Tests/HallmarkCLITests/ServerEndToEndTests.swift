@@ -4,6 +4,7 @@
 import Crypto
 import Foundation
 import Testing
+import HallmarkStore
 import HallmarkTestSupport
 import SPIFFE
 import SwiftASN1
@@ -216,7 +217,10 @@ struct ServerEndToEndTests {
         let server = try TestServer()
         for index in 0..<3 { _ = try create(server, "/audited/\(index)") }
         #expect(try server.hallmark(["audit", "verify"]).status == 0)
-        let tamper = try server.sqlite("UPDATE audit_log SET target = 'forged' WHERE sequence = 4")
+        // The table refuses the edit; an attacker with the file drops the trigger first.
+        let refused = try server.sqlite("UPDATE audit_log SET target = 'forged' WHERE sequence = 4")
+        #expect(refused.status != 0 && refused.stderr.contains("append-only"), "\(refused.stderr)")
+        let tamper = try server.sqlite("DROP TRIGGER audit_log_append_only_update; UPDATE audit_log SET target = 'forged' WHERE sequence = 4")
         #expect(tamper.status == 0, "\(tamper.stderr)")
         let result = try server.hallmark(["audit", "verify"])
         #expect(result.status == 1)
@@ -224,6 +228,67 @@ struct ServerEndToEndTests {
         let report = try #require(try json(try server.hallmark(["audit", "verify", "--output", "json"]).stdout) as? [String: Any])
         #expect(report["first_bad_sequence"] as? Int == 4)
         #expect(report["intact"] as? Bool == false)
+    }
+
+    @Test("records deleted behind a stopped server's back are a truncation past its shutdown checkpoint")
+    func auditTruncation() throws {
+        let server = try TestServer()
+        for index in 0..<3 { _ = try create(server, "/truncated/\(index)") }
+        #expect(server.stop() == 0)
+        #expect(server.log.contains("audit checkpoint at shutdown"), "\(server.log)")
+        let last = try server.sqlite("SELECT MAX(sequence) FROM audit_log").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let deleted = try server.sqlite("""
+            DROP TRIGGER audit_log_append_only_delete; DROP TRIGGER audit_checkpoints_append_only_delete;
+            DELETE FROM audit_log WHERE sequence > \(Int(last)! - 2); DELETE FROM audit_checkpoints;
+            """)
+        #expect(deleted.status == 0, "\(deleted.stderr)")
+        try server.start()
+        let result = try server.hallmark(["audit", "verify"])
+        #expect(result.status == 1 && result.stderr.contains("the log was truncated"), "\(result.stderr)")
+    }
+
+    @Test("audit export is checked with openssl alone (scripts/verify-audit-export); a rewritten export fails it")
+    func auditExport() throws {
+        let server = try TestServer(arguments: ["--audit-checkpoint-every", "2"])
+        for index in 0..<5 { _ = try create(server, "/exported/\(index)") }
+        let exported = try server.hallmark(["audit", "export"])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        let lines = exported.stdout.split(separator: "\n")
+        #expect(lines.filter { $0.contains(#""type":"checkpoint""#) }.count >= 2)
+        let file = try server.dir.write("audit.jsonl", exported.stdout)
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("scripts/verify-audit-export").path
+        let verified = try Run.process("/bin/bash", [script, file])
+        #expect(verified.status == 0 && verified.stdout.contains("verified: \(lines.count - 1 - lines.filter { $0.contains(#""type":"checkpoint""#) }.count) records"), "\(verified.stdout)\(verified.stderr)")
+        // The export edited: a record's action changed.
+        let forged = try server.dir.write("forged.jsonl", exported.stdout.replacingOccurrences(of: #""action":"entry.create""#, with: #""action":"entry.delete""#))
+        let caught = try Run.process("/bin/bash", [script, forged])
+        #expect(caught.status != 0, "\(caught.stdout)")
+        // The whole chain re-made after changing record 2, as anyone can without the key: every
+        // record checks, and the signed checkpoint no longer matches.
+        var previous = AuditChain.genesis
+        var rewritten: [String] = []
+        for line in lines {
+            var object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            if object["type"] as? String == "record" {
+                let sequence = try #require(object["sequence"] as? Int64)
+                if sequence == 2 { object["action"] = "entry.delete" }
+                let event = AuditEvent(
+                    time: Date(timeIntervalSince1970: TimeInterval(try #require(object["time_ms"] as? Int64)) / 1000),
+                    callerUID: try #require(object["caller_uid"] as? Int64), action: try #require(object["action"] as? String),
+                    target: try #require(object["target"] as? String), result: try #require(object["result"] as? String), detail: try #require(object["detail"] as? String)
+                )
+                let hash = AuditChain.hash(sequence: sequence, event: event, previousHash: previous)
+                object["previous_hash"] = previous.map { String(format: "%02x", $0) }.joined()
+                object["hashed"] = Data(AuditChain.preimage(sequence: sequence, event: event, previousHash: previous)).base64EncodedString()
+                object["hash"] = hash.map { String(format: "%02x", $0) }.joined()
+                previous = hash
+            }
+            rewritten.append(String(decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]), as: UTF8.self))
+        }
+        let rewrittenFile = try server.dir.write("rewritten.jsonl", rewritten.joined(separator: "\n") + "\n")
+        let rewriteCaught = try Run.process("/bin/bash", [script, rewrittenFile])
+        #expect(rewriteCaught.status != 0 && rewriteCaught.stderr.contains("checkpoint 2: record 2's hash is not the one signed"), "\(rewriteCaught.stdout)\(rewriteCaught.stderr)")
     }
 
     @Test("token generate, agent list and authority show")

@@ -179,7 +179,9 @@ final class PausingStore: Store {
     func nextBundleSequence() async throws -> UInt64 { try await inner.nextBundleSequence() }
     func appendAudit(_ events: [AuditEvent]) async throws { try await inner.appendAudit(events) }
     func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] { try await inner.auditRecords(after: sequence, limit: limit) }
-    func verifyAudit() async throws -> AuditVerification { try await inner.verifyAudit() }
+    func verifyAudit(trust: AuditTrust?) async throws -> AuditVerification { try await inner.verifyAudit(trust: trust) }
+    func checkpointAudit(at time: Date) async throws -> AuditCheckpoint? { try await inner.checkpointAudit(at: time) }
+    func auditCheckpoints() async throws -> [AuditCheckpoint] { try await inner.auditCheckpoints() }
     func latestChange() async throws -> Int64 { try await inner.latestChange() }
     func changes(after sequence: Int64) async throws -> [Change] { try await inner.changes(after: sequence) }
 }

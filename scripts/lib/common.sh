@@ -20,5 +20,5 @@ ensure_packages() {
 # tpm2-tss libraries the agent's TPM attestor links, and libxmlsec1 for NVIDIA RIM signatures.
 HALLMARK_PACKAGES=(openssl libsqlite3-dev sqlite3 libssl-dev libtss2-dev libxmlsec1-dev)
 # And what the tests add: a software TPM and tpm2-tools, the tests' own hand on it, and cfssl,
-# the peer the benchmark (and its smoke run) signs against.
-HALLMARK_TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools xmlsec1 golang-cfssl)
+# the peer the benchmark (and its smoke run) signs against; jq, to read audit exports as an outside party would.
+HALLMARK_TEST_PACKAGES=(swtpm swtpm-tools tpm2-tools xmlsec1 golang-cfssl jq)

@@ -284,6 +284,19 @@ public enum Admin_Admin: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ListAuditCheckpoints" metadata.
+        public enum ListAuditCheckpoints: Sendable {
+            /// Request type for "ListAuditCheckpoints".
+            public typealias Input = Admin_ListAuditCheckpointsRequest
+            /// Response type for "ListAuditCheckpoints".
+            public typealias Output = Admin_ListAuditCheckpointsResponse
+            /// Descriptor for "ListAuditCheckpoints".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.admin.v1.Admin"),
+                method: "ListAuditCheckpoints",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "hallmark.admin.v1.Admin" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             CreateEntry.descriptor,
@@ -305,7 +318,8 @@ public enum Admin_Admin: Sendable {
             MintX509SVID.descriptor,
             MintJWTSVID.descriptor,
             ListAudit.descriptor,
-            VerifyAudit.descriptor
+            VerifyAudit.descriptor,
+            ListAuditCheckpoints.descriptor
         ]
     }
 }
@@ -611,6 +625,20 @@ extension Admin_Admin {
             request: GRPCCore.StreamingServerRequest<Admin_VerifyAuditRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<Admin_VerifyAuditResponse>
+
+        /// Handle the "ListAuditCheckpoints" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `Admin_ListAuditCheckpointsRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `Admin_ListAuditCheckpointsResponse` messages.
+        func listAuditCheckpoints(
+            request: GRPCCore.StreamingServerRequest<Admin_ListAuditCheckpointsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<Admin_ListAuditCheckpointsResponse>
     }
 
     /// Service protocol for the "hallmark.admin.v1.Admin" service.
@@ -900,6 +928,20 @@ extension Admin_Admin {
             request: GRPCCore.ServerRequest<Admin_VerifyAuditRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<Admin_VerifyAuditResponse>
+
+        /// Handle the "ListAuditCheckpoints" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ListAuditCheckpointsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `Admin_ListAuditCheckpointsResponse` message.
+        func listAuditCheckpoints(
+            request: GRPCCore.ServerRequest<Admin_ListAuditCheckpointsRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<Admin_ListAuditCheckpointsResponse>
     }
 
     /// Simple service protocol for the "hallmark.admin.v1.Admin" service.
@@ -1187,6 +1229,20 @@ extension Admin_Admin {
             request: Admin_VerifyAuditRequest,
             context: GRPCCore.ServerContext
         ) async throws -> Admin_VerifyAuditResponse
+
+        /// Handle the "ListAuditCheckpoints" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `Admin_ListAuditCheckpointsRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `Admin_ListAuditCheckpointsResponse` to respond with.
+        func listAuditCheckpoints(
+            request: Admin_ListAuditCheckpointsRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> Admin_ListAuditCheckpointsResponse
     }
 }
 
@@ -1414,6 +1470,17 @@ extension Admin_Admin.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: Admin_Admin.Method.ListAuditCheckpoints.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_ListAuditCheckpointsRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_ListAuditCheckpointsResponse>(),
+            handler: { request, context in
+                try await self.listAuditCheckpoints(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -1634,6 +1701,17 @@ extension Admin_Admin.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<Admin_VerifyAuditResponse> {
         let response = try await self.verifyAudit(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func listAuditCheckpoints(
+        request: GRPCCore.StreamingServerRequest<Admin_ListAuditCheckpointsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<Admin_ListAuditCheckpointsResponse> {
+        let response = try await self.listAuditCheckpoints(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -1897,6 +1975,19 @@ extension Admin_Admin.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<Admin_VerifyAuditResponse> {
         return GRPCCore.ServerResponse<Admin_VerifyAuditResponse>(
             message: try await self.verifyAudit(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func listAuditCheckpoints(
+        request: GRPCCore.ServerRequest<Admin_ListAuditCheckpointsRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<Admin_ListAuditCheckpointsResponse> {
+        return GRPCCore.ServerResponse<Admin_ListAuditCheckpointsResponse>(
+            message: try await self.listAuditCheckpoints(
                 request: request.message,
                 context: context
             ),
@@ -2292,6 +2383,25 @@ extension Admin_Admin {
             deserializer: some GRPCCore.MessageDeserializer<Admin_VerifyAuditResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_VerifyAuditResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ListAuditCheckpoints" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ListAuditCheckpointsRequest` message.
+        ///   - serializer: A serializer for `Admin_ListAuditCheckpointsRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_ListAuditCheckpointsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func listAuditCheckpoints<Result>(
+            request: GRPCCore.ClientRequest<Admin_ListAuditCheckpointsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_ListAuditCheckpointsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_ListAuditCheckpointsResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_ListAuditCheckpointsResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -2910,6 +3020,36 @@ extension Admin_Admin {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ListAuditCheckpoints" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `Admin_ListAuditCheckpointsRequest` message.
+        ///   - serializer: A serializer for `Admin_ListAuditCheckpointsRequest` messages.
+        ///   - deserializer: A deserializer for `Admin_ListAuditCheckpointsResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func listAuditCheckpoints<Result>(
+            request: GRPCCore.ClientRequest<Admin_ListAuditCheckpointsRequest>,
+            serializer: some GRPCCore.MessageSerializer<Admin_ListAuditCheckpointsRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<Admin_ListAuditCheckpointsResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_ListAuditCheckpointsResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: Admin_Admin.Method.ListAuditCheckpoints.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -3411,6 +3551,31 @@ extension Admin_Admin.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<Admin_VerifyAuditRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_VerifyAuditResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAuditCheckpoints" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `Admin_ListAuditCheckpointsRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAuditCheckpoints<Result>(
+        request: GRPCCore.ClientRequest<Admin_ListAuditCheckpointsRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_ListAuditCheckpointsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.listAuditCheckpoints(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<Admin_ListAuditCheckpointsRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<Admin_ListAuditCheckpointsResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -3994,6 +4159,35 @@ extension Admin_Admin.ClientProtocol {
             metadata: metadata
         )
         return try await self.verifyAudit(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ListAuditCheckpoints" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func listAuditCheckpoints<Result>(
+        _ message: Admin_ListAuditCheckpointsRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<Admin_ListAuditCheckpointsResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<Admin_ListAuditCheckpointsRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.listAuditCheckpoints(
             request: request,
             options: options,
             onResponse: handleResponse
