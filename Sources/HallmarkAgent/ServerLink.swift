@@ -127,6 +127,11 @@ final class ServerLink: Sendable {
         if config.insecureBootstrap {
             logger.warning("--insecure-bootstrap: the server's identity is NOT verified for attestation; use --trust-bundle outside development")
             verify = SPIFFEPeerVerification.possessionOnly
+        } else if let saved = AgentIdentity.loadBundle(config) {
+            // The newest bundle the server sent: after a rotation and revoke, the bootstrap file
+            // names only keys the server no longer uses. --trust-bundle bootstraps the first start.
+            let bundle = saved.x509Bundle
+            verify = verifyServer { bundle }
         } else {
             guard let path = config.trustBundlePath, let pem = FileManager.default.contents(atPath: path) else {
                 throw AgentError("agent: cannot read the --trust-bundle file \(config.trustBundlePath ?? "(none)")")
@@ -263,7 +268,7 @@ final class ServerLink: Sendable {
                 self.current.withLock { $0 = api }
                 defer { self.current.withLock { $0 = nil } }
                 try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await self.follow(api) }
+                    group.addTask { try await self.follow(api, identity: identity) }
                     group.addTask { try await self.rotate(api, identity: identity) }
                     if self.config.tpm != nil || self.config.gpu != nil {
                         group.addTask { try await self.reattest(api) }
@@ -279,7 +284,7 @@ final class ServerLink: Sendable {
     }
 
     /// Follows the server's entry stream: every message is the full state.
-    private func follow(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+    private func follow(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, identity: X509SVID) async throws {
         try await api.syncEntries(AgentAPI_SyncRequest()) { response in
             for try await message in response.messages {
                 var bundle: SPIFFEBundle?
@@ -290,6 +295,8 @@ final class ServerLink: Sendable {
                     try? AgentIdentity.saveBundle(bundle, self.config)
                 }
                 let needed = self.cache.update(entries: message.entries, bundle: bundle, tainted: Set(message.taintedAuthorityIds))
+                // The agent's own SVID first: once its authority is revoked, nothing else can be asked for.
+                if self.cache.isTainted(identity) { try await self.renewOwnSVID(api, reason: "its authority is tainted") }
                 self.logger.debug("entries from the server", metadata: ["entries": "\(message.entries.count)", "to_sign": "\(needed.count)"])
                 try await self.sign(needed, api)
             }
@@ -370,16 +377,21 @@ final class ServerLink: Sendable {
                 try await sign(due, api)
             }
             if now >= agentHalfLife || cache.isTainted(identity) {
-                let request = try SVIDRequest()
-                let (key, csr) = (request.privateKey, request.csr)
-                let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
-                let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
-                let renewed = try X509SVID(certificates: chain, privateKey: key)
-                try AgentIdentity.save(renewed, config)
-                logger.info("renewed the agent SVID", metadata: ["expires": "\(renewed.expiresAt)"])
-                throw Renewed(svid: renewed)
+                try await renewOwnSVID(api, reason: cache.isTainted(identity) ? "its authority is tainted" : "half-life")
             }
         }
+    }
+
+    /// Renews the agent's own SVID and restarts the session with it.
+    private func renewOwnSVID(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, reason: String) async throws -> Never {
+        let request = try SVIDRequest()
+        let (key, csr) = (request.privateKey, request.csr)
+        let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
+        let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
+        let renewed = try X509SVID(certificates: chain, privateKey: key)
+        try AgentIdentity.save(renewed, config)
+        logger.info("renewed the agent SVID", metadata: ["expires": "\(renewed.expiresAt)", "reason": "\(reason)"])
+        throw Renewed(svid: renewed)
     }
 }
 

@@ -25,6 +25,8 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     let events: Broadcast
     let logger: Logger
     let now: @Sendable () -> Date
+    /// The server's own SVID, renewed at a taint before the answer (nil where no agent API runs).
+    var serverIdentity: ServerIdentity? = nil
 
     private func caller(_ metadata: Metadata) throws -> Int64 {
         Int64(try PeerCredentials(metadata: metadata).uid)
@@ -242,8 +244,25 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 throw ValidationFailure("kind", "must be 'x509' or 'jwt', not '\(kind)'")
             }
             let records = await ca.authorities().filter { kind.isEmpty || $0.kind.rawValue == kind }
-            return Admin_ListAuthoritiesResponse.with { $0.authorities = records.map(Admin_Authority.init) }
+            let dependents = try await dependentNodes()
+            return Admin_ListAuthoritiesResponse.with {
+                $0.authorities = records.map { record in
+                    var authority = Admin_Authority(record)
+                    authority.dependentNodes = Int32(dependents[record.authorityID]?.count ?? 0)
+                    return authority
+                }
+            }
         }
+    }
+
+    /// The unbanned nodes whose unexpired agent SVID each X.509 authority signed.
+    private func dependentNodes() async throws -> [String: [SPIFFEID]] {
+        let time = now()
+        var dependents: [String: [SPIFFEID]] = [:]
+        for node in try await store.attestedNodes() where !node.banned && node.expiresAt > time && !node.svidAuthorityID.isEmpty {
+            dependents[node.svidAuthorityID, default: []].append(node.spiffeID)
+        }
+        return dependents
     }
 
     private func kind(_ text: String) throws -> AuthorityRecord.Kind {
@@ -261,7 +280,9 @@ struct AdminService: Admin_Admin.ServiceProtocol {
     private func changeAuthority(_ body: () async throws -> AuthorityRecord) async throws -> Admin_Authority {
         let record = try await body()
         events.notify()
-        return Admin_Authority(record)
+        var authority = Admin_Authority(record)
+        authority.dependentNodes = Int32(try await dependentNodes()[record.authorityID]?.count ?? 0)
+        return authority
     }
 
     func prepareAuthority(request: ServerRequest<Admin_PrepareAuthorityRequest>, context: ServerContext) async throws -> ServerResponse<Admin_Authority> {
@@ -286,7 +307,13 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = try authorityID(request.message.authorityID)
-            return try await changeAuthority { try await ca.taint(kind, authorityID: id, callerUID: uid) }
+            let authority = try await changeAuthority { try await ca.taint(kind, authorityID: id, callerUID: uid) }
+            if kind == .x509, let serverIdentity {
+                do { try await serverIdentity.renewIfDue(at: now()) } catch {
+                    logger.error("could not renew the server SVID after a taint; the loop retries", metadata: ["error": "\(error)"])
+                }
+            }
+            return authority
         }
     }
 
@@ -295,6 +322,19 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = try authorityID(request.message.authorityID)
+            // A revoke that beats the agents' renewal would cut them off for good (a join-token agent
+            // cannot attest again): refused while any node still holds an agent SVID from the key.
+            let tainted = await ca.authorities().contains { $0.kind == kind && $0.authorityID == id && $0.state == .tainted }
+            if tainted, !request.message.force, let serverIdentity, serverIdentity.issuers.contains(id) {
+                throw CAError("authority: the server's own SVID is still from \(id); it is replaced within a second of the taint: try again")
+            }
+            if tainted, let holders = try await dependentNodes()[id], !holders.isEmpty, !request.message.force {
+                let names = holders.prefix(10).map(\.description).joined(separator: ", ") + (holders.count > 10 ? ", …" : "")
+                throw CAError(
+                    "authority: \(holders.count) attested node\(holders.count == 1 ? "" : "s") still hold\(holders.count == 1 ? "s" : "") an agent SVID from \(id) "
+                        + "(\(names)); wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
+                )
+            }
             return try await changeAuthority { try await ca.revoke(kind, authorityID: id, callerUID: uid) }
         }
     }

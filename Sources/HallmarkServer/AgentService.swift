@@ -109,7 +109,8 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         let svid = try await sign(csr: csr, id: attested.id, ttl: config.agentSVIDTTL, at: time)
         let node = AttestedNode(
             spiffeID: attested.id, attestationType: method, serialNumber: Hex.encode(svid.serial),
-            expiresAt: svid.notAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data
+            expiresAt: svid.notAfter, attestedAt: time, selectors: attested.selectors + gpu.selectors, attestationData: attested.data,
+            svidAuthorityID: Self.authorityID(of: svid)
         )
         let detail = gpu.detail.isEmpty ? attested.detail : "\(attested.detail); \(gpu.detail)"
         do {
@@ -183,6 +184,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         let svid = try await sign(csr: csr, id: node.spiffeID, ttl: config.agentSVIDTTL, at: time)
         node.serialNumber = Hex.encode(svid.serial)
         node.expiresAt = svid.notAfter
+        node.svidAuthorityID = Self.authorityID(of: svid)
         try await updateNode(node, read: read, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
         return svid
     }
@@ -303,6 +305,14 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     }
 
     static func serial(_ certificate: Certificate) -> String { Hex.encode(certificate.serialNumber.bytes) }
+
+    /// The X.509 authority that signed an SVID: its leaf's authority key identifier, hex.
+    static func authorityID(of svid: IssuedX509SVID) -> String {
+        guard let leaf = svid.chain.first, let certificate = try? Certificate(derEncoded: leaf),
+            let identifier = try? certificate.extensions.authorityKeyIdentifier?.keyIdentifier
+        else { return "" }
+        return Hex.encode(identifier)
+    }
 }
 
 extension AgentAPI_Entry {

@@ -275,6 +275,9 @@ public actor CAManager {
     /// The journal, in creation order.
     public func authorities() -> [AuthorityRecord] { records }
 
+    /// The IDs of the authorities in the bundle now.
+    public func publishedAuthorityIDs() -> Set<String> { published }
+
     /// The IDs of tainted authorities (X.509 subject key identifiers in hex, JWT key IDs).
     public func taintedAuthorityIDs() -> [String] {
         records.filter { $0.state == .tainted }.map(\.authorityID)

@@ -35,6 +35,8 @@ public struct HallmarkServer: Service {
         let events = Broadcast()
         let index = EntryIndex(store: store)
 
+        let serverIdentity = try await ServerIdentity(ca: ca, config: config, logger: logger)
+        let reloader = serverIdentity.reloader
         let socketPath = config.adminSocketPath
         do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw CAError("server: --admin-socket: \(error.message)") }
         let adminUIDs = config.adminUIDs
@@ -44,7 +46,9 @@ public struct HallmarkServer: Service {
                 address: .unixDomainSocket(path: socketPath), transportSecurity: .plaintext,
                 config: PeerCredentials.serverTransportConfig()
             ),
-            services: [AdminService(config: config, store: store, index: index, ca: ca, events: events, logger: logger, now: { Date() })],
+            services: [
+                AdminService(config: config, store: store, index: index, ca: ca, events: events, logger: logger, now: { Date() }, serverIdentity: serverIdentity)
+            ],
             interceptors: [
                 PeerCredentialsInterceptor { credentials, method in
                     guard credentials.uid == 0 || adminUIDs.contains(credentials.uid) else {
@@ -58,8 +62,6 @@ public struct HallmarkServer: Service {
             ]
         )
 
-        let serverSVID = try await Self.issueServerSVID(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL)
-        let reloader = try SVIDCertificateReloader(serverSVID)
         let agentAPI = GRPCServer(
             transport: .http2NIOPosix(
                 address: .ipv4(host: config.listenHost, port: config.listenPort),
@@ -84,9 +86,7 @@ public struct HallmarkServer: Service {
                 group.addTask { try await agentAPI.serve() }
                 group.addTask {
                     do {
-                        try await cancelWhenGracefulShutdown {
-                            try await Self.renewServerSVID(reloader: reloader, ca: ca, config: config, logger: logger)
-                        }
+                        try await cancelWhenGracefulShutdown { try await serverIdentity.run() }
                     } catch is CancellationError {}
                 }
                 group.addTask {
@@ -130,34 +130,6 @@ public struct HallmarkServer: Service {
             events.finishAll()
             admin.beginGracefulShutdown()
             agentAPI.beginGracefulShutdown()
-        }
-    }
-
-    /// The server's own SVID, `spiffe://TD/hallmark/server`, presented to agents.
-    static func issueServerSVID(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval) async throws -> X509SVID {
-        let request = try SVIDRequest()
-        let chain = try await ca.activeX509().signX509SVID(
-            X509SVIDParams(csr: request.csr, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
-        )
-        return try X509SVID(certificates: chain, privateKey: request.privateKey)
-    }
-
-    /// Renews the server's SVID at half of its life, or at once when its authority is tainted or
-    /// gone from the bundle; new handshakes present the new one.
-    static func renewServerSVID(reloader: SVIDCertificateReloader, ca: CAManager, config: ServerConfig, logger: Logger) async throws {
-        while true {
-            try await Task.sleep(for: .seconds(1))
-            let current = reloader.current
-            let half = current.leaf.notValidBefore.addingTimeInterval(current.expiresAt.timeIntervalSince(current.leaf.notValidBefore) / 2)
-            let tainted = !current.issuerKeyIDs.isDisjoint(with: await ca.taintedAuthorityIDs())
-            guard Date() >= half || tainted else { continue }
-            do {
-                try reloader.update(try await issueServerSVID(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL))
-                logger.info("renewed the server SVID", metadata: ["reason": "\(tainted ? "authority tainted" : "half-life")"])
-            } catch {
-                logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .seconds(5))
-            }
         }
     }
 

@@ -105,10 +105,12 @@ public struct AttestedNode: Hashable, Sendable {
     public var attestationData: [UInt8]
     /// When the node last presented evidence that passed (attestation or re-attestation).
     public var evidenceAt: Date
+    /// The X.509 authority (subject key identifier, hex) that signed the node's current SVID.
+    public var svidAuthorityID: String
 
     public init(
         spiffeID: SPIFFEID, attestationType: String, serialNumber: String, expiresAt: Date, attestedAt: Date,
-        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = [], evidenceAt: Date? = nil
+        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = [], evidenceAt: Date? = nil, svidAuthorityID: String = ""
     ) {
         self.spiffeID = spiffeID
         self.attestationType = attestationType
@@ -119,6 +121,7 @@ public struct AttestedNode: Hashable, Sendable {
         self.selectors = selectors.sorted()
         self.attestationData = attestationData
         self.evidenceAt = evidenceAt ?? attestedAt
+        self.svidAuthorityID = svidAuthorityID
     }
 }
 

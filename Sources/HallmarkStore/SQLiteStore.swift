@@ -394,12 +394,12 @@ public final class SQLiteStore: Store {
             try db.execute(
                 sql: """
                     UPDATE attested_nodes SET attestation_type = ?, serial_number = ?, expires_at = ?, attested_at = ?, attestation_data = ?,
-                        evidence_at = ?
+                        evidence_at = ?, svid_authority = ?
                     WHERE spiffe_id = ? AND serial_number = ? AND banned = 0
                     """,
                 arguments: [
                     node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970), Int64(node.attestedAt.timeIntervalSince1970),
-                    Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970), id, expectedSerial,
+                    Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970), node.svidAuthorityID, id, expectedSerial,
                 ]
             )
             guard db.changesCount == 1 else {
@@ -447,13 +447,14 @@ public final class SQLiteStore: Store {
         try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
         try db.cachedStatement(
             sql: """
-                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data, evidence_at)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data, evidence_at, svid_authority)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [
                 node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
                 Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970),
+                node.svidAuthorityID,
             ]
         )
         try insertSelectors(node, db)
@@ -521,7 +522,7 @@ public final class SQLiteStore: Store {
                 expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
                 attestedAt: Date(timeIntervalSince1970: TimeInterval(row["attested_at"] as Int64)),
                 banned: row["banned"], selectors: selectors[id] ?? [], attestationData: Array(row["attestation_data"] as Data),
-                evidenceAt: Date(timeIntervalSince1970: TimeInterval(row["evidence_at"] as Int64))
+                evidenceAt: Date(timeIntervalSince1970: TimeInterval(row["evidence_at"] as Int64)), svidAuthorityID: row["svid_authority"]
             )
         }
     }

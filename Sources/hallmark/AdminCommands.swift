@@ -178,7 +178,11 @@ struct AuthorityCommand: AsyncParsableCommand {
         struct Prepare: AuthorityPrepare { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
         struct Activate: AuthorityActivate { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
         struct Taint: AuthorityTaint { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
-        struct Revoke: AuthorityRevoke { static let kind = "x509"; @OptionGroup var options: AuthorityOptions }
+        struct Revoke: AuthorityRevoke {
+            static let kind = "x509"
+            @OptionGroup var options: AuthorityOptions
+            @Flag(help: "Revoke even while attested nodes still hold an agent SVID from the key: they are cut off.") var force = false
+        }
     }
 
     struct JWT: AsyncParsableCommand {
@@ -190,7 +194,11 @@ struct AuthorityCommand: AsyncParsableCommand {
         struct Prepare: AuthorityPrepare { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
         struct Activate: AuthorityActivate { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
         struct Taint: AuthorityTaint { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
-        struct Revoke: AuthorityRevoke { static let kind = "jwt"; @OptionGroup var options: AuthorityOptions }
+        struct Revoke: AuthorityRevoke {
+            static let kind = "jwt"
+            @OptionGroup var options: AuthorityOptions
+            @Flag(help: "Revoke even while attested nodes still depend on the key.") var force = false
+        }
     }
 }
 
@@ -282,15 +290,20 @@ extension AuthorityTaint {
     }
 }
 
-protocol AuthorityRevoke: AuthorityStep {}
+protocol AuthorityRevoke: AuthorityStep {
+    var force: Bool { get }
+}
 extension AuthorityRevoke {
     static var step: String { "revoke" }
-    static var summary: String { "Remove a tainted key from the bundle: nothing it signed validates any more." }
+    static var summary: String {
+        "Remove a tainted key from the bundle: nothing it signed validates any more. Refused while nodes still depend on it, unless --force."
+    }
     func call(_ client: AdminClient) async throws -> Admin_Authority {
         let id = try options.requiredID("authority \(Self.kind) revoke")
         return try await client.revokeAuthority(Admin_RevokeAuthorityRequest.with {
             $0.kind = Self.kind
             $0.authorityID = id
+            $0.force = force
         })
     }
 }
@@ -302,6 +315,8 @@ struct AuthorityView: Encodable {
     let not_before: String
     let not_after: String
     let upstream_signed: Bool
+    /// Attested nodes whose agent SVID this key signed: revoking it now would cut them off.
+    let dependent_nodes: Int
 
     init(_ authority: Admin_Authority) {
         authority_id = authority.authorityID
@@ -310,9 +325,13 @@ struct AuthorityView: Encodable {
         not_before = Date(timeIntervalSince1970: TimeInterval(authority.notBefore)).rfc3339
         not_after = Date(timeIntervalSince1970: TimeInterval(authority.notAfter)).rfc3339
         upstream_signed = authority.upstreamSigned
+        dependent_nodes = Int(authority.dependentNodes)
     }
 
-    var text: String { "\(state.padding(toLength: 9, withPad: " ", startingAt: 0)) \(authority_id)  expires \(not_after)" }
+    var text: String {
+        "\(state.padding(toLength: 9, withPad: " ", startingAt: 0)) \(authority_id)  expires \(not_after)"
+            + (kind == "x509" ? "  nodes \(dependent_nodes)" : "")
+    }
 
     func print(_ output: OutputFormat) throws {
         Swift.print(output == .json ? try CLIOutput.json(self) : text)

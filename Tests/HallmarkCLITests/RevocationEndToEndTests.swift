@@ -199,6 +199,59 @@ struct RevocationEndToEndTests {
         #expect(try SPIFFEBundle(trustDomain: TrustDomain("example.org"), json: Data(spiffe.utf8)).x509Authorities.count == 1)
     }
 
+    @Test("taint then revoke at once: refused while the agent holds an SVID from the key; it keeps its identity; --force cuts it off")
+    func revokeAtOnce() async throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let pid = try #require(agent.pid)
+        let (old, new) = try rotate(server, "x509")
+        // The agent is paused, so that its renewal cannot beat the revoke: the race an operator loses.
+        kill(pid, SIGSTOP)
+        #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", old]).status == 0)
+        let refused = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+        #expect(refused.status != 0 && refused.stderr.contains("1 attested node still holds an agent SVID from \(old) (\(agent.spiffeID))"), "\(refused.stderr)")
+        let shown = try json(try server.hallmark(["authority", "x509", "show", "--output", "json"]).stdout) as? [[String: Any]] ?? []
+        #expect(shown.first { $0["authority_id"] as? String == old }?["dependent_nodes"] as? Int == 1, "\(shown)")
+        kill(pid, SIGCONT)
+
+        // Once the agent has renewed from its entry stream, the same revoke goes through.
+        var revoked = refused
+        let deadline = Date().addingTimeInterval(15)
+        while revoked.status != 0, Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            revoked = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+        }
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        #expect(agent.log.contains("reason=its authority is tainted") || agent.log.contains("its authority is tainted"), "the agent renewed on the taint")
+        // Still the same agent, with SVIDs from the new key, never refused by the server.
+        let bundle = try server.dir.write("at-once-bundle.pem", try server.hallmark(["bundle", "show"]).stdout)
+        let current = server.dir.path("at-once-svid")
+        var verified = ProcessResult(status: -1, stdout: "", stderr: "")
+        let fetchDeadline = Date().addingTimeInterval(10)
+        while verified.status != 0, Date() < fetchDeadline {
+            if try agent.workload(["svid", "fetch", "--write", current]).status == 0 {
+                verified = try Run.process(Run.hallmarkBinary, ["svid", "verify", "--bundle", bundle, "--chain", "\(current)/svid.pem"])
+            }
+            if verified.status != 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(verified.status == 0, "\(verified.stderr)")
+        #expect(try server.hallmark(["agent", "list", "--output", "json"]).stdout.contains(agent.spiffeID))
+        #expect(!agent.log.contains("no longer accepts this agent"), "\(agent.log.suffix(2000))")
+
+        // --force revokes regardless, and cuts the paused agent off.
+        let (second, _) = try rotate(server, "x509")
+        #expect(second == new)
+        kill(pid, SIGSTOP)
+        #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", second]).status == 0)
+        #expect(try server.hallmark(["authority", "x509", "revoke", "--authority-id", second]).status != 0)
+        let forced = try server.hallmark(["authority", "x509", "revoke", "--authority-id", second, "--force"])
+        kill(pid, SIGCONT)
+        #expect(forced.status == 0, "\(forced.stderr)")
+        try waitFor("no longer accepts this agent", in: agent.logPath, while: Process(), timeout: 15, requireRunning: false)
+    }
+
     @Test("evict: the agent's calls fail, its workloads' streams end, and a join-token agent cannot attest again")
     func evict() async throws {
         let server = try TestServer()

@@ -87,4 +87,37 @@ struct TPMEndToEndTests {
         ])
         #expect(noTPM.status != 0 && noTPM.stderr.contains("tpm:"), "a missing TPM is said plainly: \(noTPM.stderr)")
     }
+
+    @Test("after a rotation and revoke, an evicted TPM agent attests again with the newest bundle it kept, not its bootstrap file")
+    func reattestAfterRevoke() async throws {
+        let swtpm = try TestSwtpm()
+        let server = try TestServer(arguments: ["--tpm-ek-ca-dir", swtpm.caDirectory])
+        let agent = try TestAgent(server: server, attestation: ["--attestor", "tpm", "--tpm-tcti", swtpm.tcti])
+        func active() throws -> String? {
+            let list = try JSONSerialization.jsonObject(with: Data(try server.hallmark(["authority", "x509", "show", "--output", "json"]).stdout.utf8)) as? [[String: Any]]
+            return list?.first { $0["state"] as? String == "active" }?["authority_id"] as? String
+        }
+        let old = try #require(try active())
+        #expect(try server.hallmark(["authority", "x509", "prepare"]).status == 0)
+        #expect(try server.hallmark(["authority", "x509", "activate"]).status == 0)
+        #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", old]).status == 0)
+        var revoked = ProcessResult(status: -1, stdout: "", stderr: "")
+        let deadline = Date().addingTimeInterval(15)
+        while revoked.status != 0, Date() < deadline {
+            revoked = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+            if revoked.status != 0 { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(revoked.status == 0, "\(revoked.stderr)")
+        // The bootstrap bundle file names only the revoked key now.
+        #expect(try server.hallmark(["agent", "evict", "--spiffe-id", agent.spiffeID]).status == 0)
+        try waitFor("no longer accepts this agent", in: agent.logPath, while: Process(), timeout: 15, requireRunning: false)
+        let again = Date().addingTimeInterval(20)
+        while Date() < again, agent.log.components(separatedBy: "attested to the server").count < 3 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(agent.log.components(separatedBy: "attested to the server").count >= 3, "attested a second time: \(agent.log.suffix(2000))")
+        #expect(!agent.log.contains("no path to an authority of the bundle"), "\(agent.log.suffix(2000))")
+        #expect(try server.hallmark(["agent", "list", "--output", "json"]).stdout.contains(agent.spiffeID))
+    }
 }
+

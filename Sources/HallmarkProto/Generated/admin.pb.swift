@@ -372,6 +372,10 @@ public nonisolated struct Admin_Authority: Sendable {
 
   public var upstreamSigned: Bool = false
 
+  /// Attested nodes whose current agent SVID this authority signed (X.509): revoking it now
+  /// would cut them off.
+  public var dependentNodes: Int32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -450,6 +454,9 @@ public nonisolated struct Admin_RevokeAuthorityRequest: Sendable {
   public var kind: String = String()
 
   public var authorityID: String = String()
+
+  /// Revoke even while attested nodes still hold an agent SVID from it (they lose their identity).
+  public var force: Bool = false
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1368,7 +1375,7 @@ nonisolated extension Admin_Bundle: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Admin_Authority: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Authority"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}authority_id\0\u{1}kind\0\u{1}state\0\u{3}not_before\0\u{3}not_after\0\u{1}subject\0\u{3}public_key_sha256\0\u{3}upstream_signed\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}authority_id\0\u{1}kind\0\u{1}state\0\u{3}not_before\0\u{3}not_after\0\u{1}subject\0\u{3}public_key_sha256\0\u{3}upstream_signed\0\u{3}dependent_nodes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1384,6 +1391,7 @@ nonisolated extension Admin_Authority: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 6: try { try decoder.decodeSingularStringField(value: &self.subject) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.publicKeySha256) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.upstreamSigned) }()
+      case 9: try { try decoder.decodeSingularInt32Field(value: &self.dependentNodes) }()
       default: break
       }
     }
@@ -1414,6 +1422,9 @@ nonisolated extension Admin_Authority: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if self.upstreamSigned != false {
       try visitor.visitSingularBoolField(value: self.upstreamSigned, fieldNumber: 8)
     }
+    if self.dependentNodes != 0 {
+      try visitor.visitSingularInt32Field(value: self.dependentNodes, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1426,6 +1437,7 @@ nonisolated extension Admin_Authority: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.subject != rhs.subject {return false}
     if lhs.publicKeySha256 != rhs.publicKeySha256 {return false}
     if lhs.upstreamSigned != rhs.upstreamSigned {return false}
+    if lhs.dependentNodes != rhs.dependentNodes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1593,7 +1605,7 @@ nonisolated extension Admin_TaintAuthorityRequest: SwiftProtobuf.Message, SwiftP
 
 nonisolated extension Admin_RevokeAuthorityRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".RevokeAuthorityRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}authority_id\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}kind\0\u{3}authority_id\0\u{1}force\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1603,6 +1615,7 @@ nonisolated extension Admin_RevokeAuthorityRequest: SwiftProtobuf.Message, Swift
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.kind) }()
       case 2: try { try decoder.decodeSingularStringField(value: &self.authorityID) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.force) }()
       default: break
       }
     }
@@ -1615,12 +1628,16 @@ nonisolated extension Admin_RevokeAuthorityRequest: SwiftProtobuf.Message, Swift
     if !self.authorityID.isEmpty {
       try visitor.visitSingularStringField(value: self.authorityID, fieldNumber: 2)
     }
+    if self.force != false {
+      try visitor.visitSingularBoolField(value: self.force, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Admin_RevokeAuthorityRequest, rhs: Admin_RevokeAuthorityRequest) -> Bool {
     if lhs.kind != rhs.kind {return false}
     if lhs.authorityID != rhs.authorityID {return false}
+    if lhs.force != rhs.force {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
