@@ -8,15 +8,17 @@ public import HallmarkPeerCredentials
 import Synchronization
 
 public final class UnixWorkloadAttestor: Sendable {
-    private struct Digest { let size: Int; let modified: Date; let inode: UInt64; let hex: String }
-    /// Executables' SHA-256 by path, reused while size, mtime and inode are unchanged.
-    private let digests = Mutex<[String: Digest]>([:])
+    /// Executables' SHA-256, by the identity of the file (device, inode, ctime, size, mtime): a
+    /// file changed or replaced is a new key, whatever its path.
+    private let digests = Mutex<[ExecutableIdentity: String]>([:])
 
     public init() {}
 
-    /// The caller's selectors: `unix:uid`, `unix:gid`, `unix:user`, `unix:group`, `unix:path`, `unix:sha256`.
+    /// The caller's selectors: `unix:uid`, `unix:gid`, `unix:user`, `unix:group`, `unix:path`
+    /// (only for a process in the agent's mount namespace), `unix:sha256`.
     ///
-    /// - Throws: ``AgentError`` when the process is gone or its pid now names another process.
+    /// - Throws: ``AgentError`` when the process is gone, its pid names another process, or it runs
+    ///   another executable than when it connected.
     public func selectors(for peer: PeerCredentials) throws -> Set<Selector> {
         var selectors: Set<Selector> = [
             try Selector(type: "unix", value: "uid:\(peer.uid)"),
@@ -24,36 +26,43 @@ public final class UnixWorkloadAttestor: Sendable {
         ]
         if let user = Self.userName(peer.uid) { selectors.insert(try Selector(type: "unix", value: "user:\(user)")) }
         if let group = Self.groupName(peer.gid) { selectors.insert(try Selector(type: "unix", value: "group:\(group)")) }
-        if let path = Self.executablePath(peer.pid) {
+        // A path read from another mount namespace names a file the host may not have.
+        if peer.sameMountNamespace, let path = Self.executablePath(peer.pid) {
             selectors.insert(try Selector(type: "unix", value: "path:\(path)"))
-            // Hash what the process actually runs: /proc/PID/exe opens the mapped file even if it was replaced on disk.
-            if let hex = digest(exe: "/proc/\(peer.pid)/exe", path: path) {
-                selectors.insert(try Selector(type: "unix", value: "sha256:\(hex)"))
-            }
         }
-        // What was read about the pid is only about the caller if the caller still owns the pid.
-        guard peer.isSameProcessStillRunning else {
-            throw AgentError("workload: process \(peer.pid) exited or its pid was reused during attestation")
+        // Hash what the process actually runs: /proc/PID/exe opens the mapped file even if it was replaced on disk.
+        if let hex = digest(of: peer) {
+            selectors.insert(try Selector(type: "unix", value: "sha256:\(hex)"))
+        }
+        // What was read about the pid is only about the caller if the caller still owns the pid
+        // and still runs what it ran when it connected.
+        guard peer.isUnchanged else {
+            throw AgentError("workload: process \(peer.pid) exited, its pid was reused, or it exec'd another program since it connected")
         }
         return selectors
     }
 
-    private func digest(exe: String, path: String) -> String? {
-        // stat(2) directly: this runs on every Workload API call.
-        var info = stat()
-        guard stat(exe, &info) == 0 else { return nil }
-        let size = Int(info.st_size)
-        let modified = Date(timeIntervalSince1970: TimeInterval(info.st_mtim.tv_sec) + TimeInterval(info.st_mtim.tv_nsec) / 1e9)
-        let inode = UInt64(info.st_ino)
-        if let cached = digests.withLock({ $0[path] }), cached.size == size, cached.modified == modified, cached.inode == inode {
-            return cached.hex
-        }
-        guard let handle = FileHandle(forReadingAtPath: exe) else { return nil }
-        defer { try? handle.close() }
+    /// SHA-256 of the executable, read through one opened descriptor whose identity keys the cache
+    /// and must be the one recorded when the process connected.
+    private func digest(of peer: PeerCredentials) -> String? {
+        let descriptor = open("/proc/\(peer.pid)/exe", O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { return nil }
+        defer { close(descriptor) }
+        guard let identity = ExecutableIdentity.of(descriptor: descriptor), peer.executable == nil || identity == peer.executable else { return nil }
+        if let cached = digests.withLock({ $0[identity] }) { return cached }
         var hasher = SHA256()
-        while let chunk = try? handle.read(upToCount: 1 << 20), !chunk.isEmpty { hasher.update(data: chunk) }
+        let chunk = 1 << 20
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunk, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(descriptor, buffer.baseAddress, chunk)
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { return nil }
+            if count == 0 { break }
+            hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        }
         let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
-        digests.withLock { $0[path] = Digest(size: size, modified: modified, inode: inode, hex: hex) }
+        digests.withLock { $0[identity] = hex }
         return hex
     }
 

@@ -159,6 +159,8 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     /// Request bytes taken off the connection's window and not yet given back.
     private var consumed = 0
     private var needsFlush = false
+    /// Checks, while the connection is open, that its process still runs what it ran at accept.
+    private var watch: RepeatedTask?
 
     init(service: WorkloadAPIService, peer: PeerCredentials?) {
         self.service = service
@@ -173,6 +175,11 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             loop.execute {
                 if finished { connection.value.drain() } else { connection.value.refreshStreams() }
             }
+        }
+        // A process that exits or execs another program loses its streams within a second, even
+        // when nothing changes to push (a bounded poll: works on every kernel).
+        watch = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            connection.value.checkProcess()
         }
         if subscription == nil {
             // Connected after the broadcast finished: the agent is shutting down.
@@ -194,6 +201,8 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private func end() {
         if let subscription { service.cache.changes.unsubscribe(subscription) }
         subscription = nil
+        watch?.cancel()
+        watch = nil
         for call in calls.values { call.task?.cancel() }
         calls = [:]
     }
@@ -297,6 +306,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             return answer(streamID, CallStatus(error))
         }
         guard let peer else { return answer(streamID, CallStatus(PeerCredentials.unknownCallerError)) }
+        guard peer.isUnchanged else { return retire() }
         do {
             call.selectors = try service.selectors(of: peer, call.method)
             calls[streamID] = call
@@ -370,6 +380,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
 
     private func refresh(_ streamID: HTTP2StreamID) {
         guard var call = calls[streamID], !call.answered, let peer else { return }
+        guard peer.isUnchanged else { return retire() }
         if call.writing {
             // The last message is not out yet (a slow reader): send the state once it is.
             call.stale = true
@@ -382,6 +393,28 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         } catch {
             answer(streamID, CallStatus(error))
         }
+    }
+
+    /// Ends the connection if its process exited or exec'd another program since it connected.
+    private func checkProcess() {
+        guard let peer, !peer.isUnchanged else { return }
+        retire()
+    }
+
+    /// The process behind the connection is no longer the one that connected: every call is
+    /// refused, and the connection closed (a new one is attested afresh).
+    private func retire() {
+        guard let context else { return }
+        let status = CallStatus(
+            code: .permissionDenied,
+            message: "the process that connected exited or exec'd another program; connect again to be attested as what runs now"
+        )
+        service.logger.notice("Workload API connection closed: its process changed", metadata: ["caller": "\(peer.map { "\($0)" } ?? "?")"])
+        for (streamID, call) in calls where !call.answered { answer(streamID, status) }
+        watch?.cancel()
+        watch = nil
+        flushIfNeeded()
+        context.close(promise: nil)
     }
 
     private func drain() {

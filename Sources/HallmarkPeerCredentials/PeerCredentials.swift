@@ -21,6 +21,10 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
     /// The process's start time in clock ticks since boot (/proc/PID/stat field 22), read when the
     /// stream was accepted; compare it again before trusting anything read about the pid later.
     public let startTime: UInt64?
+    /// The executable the process ran when it connected (nil where it was not read).
+    public var executable: ExecutableIdentity?
+    /// Whether the process was in this process's mount namespace when it connected.
+    public var sameMountNamespace = true
 
     public init(pid: Int32, uid: UInt32, gid: UInt32, startTime: UInt64?) {
         self.pid = pid
@@ -111,10 +115,13 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
         guard let provider = connection as? any SocketOptionProvider else { return connection.eventLoop.makeSucceededFuture(nil) }
         return provider.unsafeGetSocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
             .map { (credentials: KernelUCred) -> PeerCredentials? in
-                PeerCredentials(
+                var peer = PeerCredentials(
                     pid: credentials.pid, uid: credentials.uid, gid: credentials.gid,
                     startTime: PeerCredentials.startTime(of: credentials.pid)
                 )
+                peer.executable = ExecutableIdentity.of(pid: credentials.pid)
+                peer.sameMountNamespace = PeerCredentials.sharesMountNamespace(credentials.pid) ?? false
+                return peer
             }
             .recover { _ in nil }
     }
