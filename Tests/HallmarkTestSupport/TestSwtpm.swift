@@ -65,9 +65,26 @@ public final class TestSwtpm: @unchecked Sendable {
         try process.run()
         self.process = process
         let deadline = Date().addingTimeInterval(10)
-        while !FileManager.default.fileExists(atPath: socketPath) {
-            guard Date() < deadline, process.isRunning else { throw TestFailure("swtpm did not create \(socketPath)") }
+        // The socket file appears at bind(2), before listen(2): wait until a connection is accepted.
+        while !Self.accepts(socketPath) {
+            guard Date() < deadline, process.isRunning else { throw TestFailure("swtpm did not listen on \(socketPath)") }
             usleep(10_000)
+        }
+    }
+
+    private static func accepts(_ path: String) -> Bool {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else { return false }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in bytes.enumerated() { raw[index] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0 }
         }
     }
 
