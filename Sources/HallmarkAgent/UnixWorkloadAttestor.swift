@@ -61,7 +61,7 @@ public final class UnixWorkloadAttestor: Sendable {
             if count == 0 { break }
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: buffer[..<count]))
         }
-        let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        let hex = Hex.encode(hasher.finalize())
         digests.withLock { $0[identity] = hex }
         return hex
     }

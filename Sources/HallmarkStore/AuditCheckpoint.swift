@@ -11,6 +11,7 @@
 
 public import Crypto
 public import Foundation
+import HallmarkAttestation
 import HallmarkSupport
 import SwiftASN1
 import X509
@@ -33,7 +34,7 @@ public struct AuditCheckpoint: Hashable, Sendable, Codable {
 
     /// The exact bytes signed.
     public var message: [UInt8] {
-        Array("hallmark-audit-checkpoint-v1\nsequence \(sequence)\nhead \(headHash.map { String(format: "%02x", $0) }.joined())\ntime_ms \(timeMS)\n".utf8)
+        Array("hallmark-audit-checkpoint-v1\nsequence \(sequence)\nhead \(Hex.encode(headHash))\ntime_ms \(timeMS)\n".utf8)
     }
 
     public func isSigned(by key: P256.Signing.PublicKey) -> Bool {
@@ -73,7 +74,7 @@ public final class AuditCheckpointer: Sendable {
     public static func keyID(_ key: P256.Signing.PublicKey) throws -> String {
         var serializer = DER.Serializer()
         try serializer.serialize(Certificate.PublicKey(key))
-        return SHA256.hash(data: serializer.serializedBytes).map { String(format: "%02x", $0) }.joined()
+        return Hex.encode(SHA256.hash(data: serializer.serializedBytes))
     }
 
     public var publicKeyPEM: String { key.publicKey.pemRepresentation }
