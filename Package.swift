@@ -192,7 +192,11 @@ let package = Package(
         ),
         .testTarget(
             name: "HallmarkAgentTests",
-            dependencies: ["HallmarkAgent", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkTestSupport"],
+            dependencies: [
+                "HallmarkAgent", "HallmarkPeerCredentials", "HallmarkAttestation", "HallmarkTestSupport",
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOHPACK", package: "swift-nio-http2"),
+                .product(name: "Logging", package: "swift-log"),
+            ] + transport,
             swiftSettings: strict
         ),
         .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),

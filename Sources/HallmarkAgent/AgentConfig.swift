@@ -25,6 +25,8 @@ public struct AgentConfig: Sendable {
     public var gpuReattestInterval: TimeInterval = 300
     /// The trust domain, when known up front (from the bundle file it is learned at attestation).
     public var trustDomain: TrustDomain?
+    /// What one local user may take of the Workload API.
+    public var workloadAPI = WorkloadAPILimits()
 
     public struct TPM: Sendable {
         public var tcti: String

@@ -38,11 +38,16 @@ public struct HallmarkAgent: Service {
             cache.update(entries: [], bundle: attested.bundle)
         }
 
+        Self.raiseDescriptorLimit(for: config.workloadAPI, logger: logger)
         let socketPath = config.socketPath
         do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw AgentError("agent: --socket: \(error.message)") }
         let workloadAPI = try await WorkloadAPIServer.bind(
             socketPath: socketPath,
-            service: WorkloadAPIService(cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger)
+            service: WorkloadAPIService(
+                cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger,
+                jwtMints: RateLimiter(config.workloadAPI.jwtMintsPerUID)
+            ),
+            limits: config.workloadAPI
         )
         // Every local user may connect; the kernel's credentials tell workloads apart.
         try PrivateFiles.setSocketMode(socketPath, 0o777)
@@ -62,6 +67,23 @@ public struct HallmarkAgent: Service {
             logger.info("hallmark agent shutting down")
             cache.changes.finishAll()
             workloadAPI.beginGracefulShutdown()
+        }
+    }
+
+    /// Every Workload API connection is a descriptor: the soft limit is raised (up to the hard
+    /// one) so that the connection limits, not the descriptor limit, are what a flood meets first.
+    static func raiseDescriptorLimit(for limits: WorkloadAPILimits, logger: Logger) {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return }
+        // The server link, the database of nothing, logs and the listening socket: a few hundred spare.
+        let wanted = rlim_t(limits.connections + WorkloadAPILimits.refusedConnectionsWaiting + 256)
+        guard limit.rlim_cur < wanted else { return }
+        limit.rlim_cur = min(wanted, limit.rlim_max)
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) != 0 || limit.rlim_cur < wanted {
+            logger.warning(
+                "the descriptor limit is below what --workload-connections needs; a flood may exhaust descriptors before the connection limit",
+                metadata: ["limit": "\(limit.rlim_cur)", "wanted": "\(wanted)"]
+            )
         }
     }
 }

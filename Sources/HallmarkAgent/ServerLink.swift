@@ -326,7 +326,13 @@ final class ServerLink: Sendable {
             }
             let response = try await api.batchNewX509SVID(request)
             var signed: [(entryID: String, revision: Int64, svid: HeldSVID)] = []
+            var limited: [String] = []
             for result in response.results {
+                if result.statusCode == Int32(RPCError.Code.resourceExhausted.rawValue) {
+                    // The server's rate limit: the renewal loop asks again for SVIDs still missing.
+                    limited.append(result.statusMessage)
+                    continue
+                }
                 guard result.statusCode == 0, let (key, revision) = keys[result.entryID] else {
                     logger.warning("the server refused a CSR", metadata: ["entry": "\(result.entryID)", "reason": "\(result.statusMessage)"])
                     continue
@@ -340,6 +346,9 @@ final class ServerLink: Sendable {
                 }
             }
             cache.store(signed)
+            if let reason = limited.first {
+                logger.notice("the server deferred CSRs; asking again shortly", metadata: ["deferred": "\(limited.count)", "reason": "\(reason)"])
+            }
             logger.info("SVIDs signed", metadata: ["signed": "\(signed.count)", "cached": "\(cache.svidCount)"])
         }
     }

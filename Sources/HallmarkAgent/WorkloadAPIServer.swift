@@ -8,9 +8,11 @@
 // carrying grpc-status and grpc-message — or, for a call refused before answering, one HEADERS
 // frame holding both (trailers-only).
 
+import Foundation
 import GRPCCore
 import HallmarkAttestation
 import HallmarkPeerCredentials
+import HallmarkSupport
 import Logging
 import NIOCore
 import NIOHPACK
@@ -24,28 +26,46 @@ final class WorkloadAPIServer: Sendable {
     /// as it is below HTTP/2's initial stream window (65,535), an oversized request is answered
     /// before its sender could stall waiting for more window.
     static let maxRequestBytes = 32 * 1024
-    /// Streams one connection may hold open at once.
-    static let maxConcurrentStreams = 1000
 
     private let serverChannel: any Channel
 
     /// Listens on `socketPath` (which must not exist) and serves `service` until
     /// ``beginGracefulShutdown()``; connections end their streams when `service.cache.changes` finishes.
-    static func bind(socketPath: String, service: WorkloadAPIService, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) async throws -> WorkloadAPIServer {
+    static func bind(
+        socketPath: String, service: WorkloadAPIService, limits: WorkloadAPILimits = WorkloadAPILimits(),
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws -> WorkloadAPIServer {
         let registry = Registry()
+        let counter = WorkloadConnectionCounter(limits: limits)
+        // One line per limit every ten seconds at most: a flood is reported, not echoed.
+        let reported = RateLimiter<String>(.init(rate: 0.1, burst: 1))
         let channel = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .childChannelInitializer { channel in
                 registry.add(channel)
                 // The kernel's credentials, once per connection: they are fixed when the client connects.
                 return PeerCredentials.of(channel).flatMapThrowing { peer in
+                    var refusal: CallStatus?
+                    switch counter.admit(uid: peer?.uid) {
+                    case .admitted:
+                        channel.closeFuture.whenComplete { _ in counter.release(uid: peer?.uid) }
+                    case .refused(let flag, let message):
+                        refusal = CallStatus(code: .resourceExhausted, message: message)
+                        channel.closeFuture.whenComplete { _ in counter.releaseRefused() }
+                        if reported.take(flag) == nil {
+                            service.logger.notice("Workload API connection refused", metadata: ["caller": "\(peer.map { "\($0)" } ?? "?")", "reason": "\(message)"])
+                        }
+                    case .closed:
+                        channel.close(promise: nil)
+                        return
+                    }
                     let settings = [
-                        HTTP2Setting(parameter: .maxConcurrentStreams, value: maxConcurrentStreams),
+                        HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.streamsPerConnection),
                         HTTP2Setting(parameter: .maxHeaderListSize, value: HPACKDecoder.defaultMaxHeaderListSize),
                     ]
                     try channel.pipeline.syncOperations.addHandlers([
                         NIOHTTP2Handler(mode: .server, initialSettings: settings),
-                        WorkloadAPIConnection(service: service, peer: peer),
+                        WorkloadAPIConnection(service: service, peer: peer, limits: limits, refusal: refusal),
                     ])
                 }
             }
@@ -87,7 +107,7 @@ final class WorkloadAPIServer: Sendable {
 }
 
 /// gRPC's status for a call, as the trailers carry it.
-private struct CallStatus {
+struct CallStatus {
     var code: RPCError.Code?
     var message: String
 
@@ -161,16 +181,36 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private var needsFlush = false
     /// Checks, while the connection is open, that its process still runs what it ran at accept.
     private var watch: RepeatedTask?
+    private let limits: WorkloadAPILimits
+    /// Set when the connection is over a limit: its first call is answered with this, then it closes.
+    private let refusal: CallStatus?
+    /// Closes a connection that has not begun HTTP/2 in time (a refused one: that has not been told why).
+    private var deadline: Scheduled<Void>?
+    /// Closes a connection with no call open for the idle timeout.
+    private var idleTimer: Scheduled<Void>?
+    private var heardFrom = false
+    /// Bytes of answers written and not yet taken by the client's socket.
+    private var unread = 0
 
-    init(service: WorkloadAPIService, peer: PeerCredentials?) {
+    init(service: WorkloadAPIService, peer: PeerCredentials?, limits: WorkloadAPILimits = WorkloadAPILimits(), refusal: CallStatus? = nil) {
         self.service = service
         self.peer = peer
+        self.limits = limits
+        self.refusal = refusal
+    }
+
+    static func timeAmount(_ seconds: TimeInterval) -> TimeAmount {
+        .nanoseconds(Int64((seconds * 1e9).rounded()))
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
         let loop = context.eventLoop
+        let wait = refusal == nil ? limits.prefaceTimeout : min(limits.prefaceTimeout, WorkloadAPILimits.refusedConnectionGrace)
+        deadline = loop.scheduleTask(in: Self.timeAmount(wait)) { connection.value.deadlinePassed() }
+        // A refused connection is told why and closed; it follows nothing.
+        guard refusal == nil else { return }
         subscription = service.cache.changes.subscribe { finished in
             loop.execute {
                 if finished { connection.value.drain() } else { connection.value.refreshStreams() }
@@ -203,8 +243,39 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         subscription = nil
         watch?.cancel()
         watch = nil
+        deadline?.cancel()
+        deadline = nil
+        idleTimer?.cancel()
+        idleTimer = nil
         for call in calls.values { call.task?.cancel() }
         calls = [:]
+    }
+
+    /// The preface did not come in time, or a refused connection had its grace.
+    private func deadlinePassed() {
+        deadline = nil
+        guard let context else { return }
+        if refusal == nil {
+            service.logger.debug("Workload API connection closed: no HTTP/2 preface", metadata: ["caller": "\(peer.map { "\($0)" } ?? "?")", "after": "\(limits.prefaceTimeout) s"])
+        }
+        context.close(promise: nil)
+    }
+
+    /// Starts the idle clock when the connection holds no call.
+    private func armIdleTimer() {
+        guard calls.isEmpty, idleTimer == nil, refusal == nil, !draining, let context else { return }
+        let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
+        idleTimer = context.eventLoop.scheduleTask(in: Self.timeAmount(limits.idleTimeout)) { connection.value.idleTimedOut() }
+    }
+
+    /// No call for the idle timeout: GOAWAY (NO_ERROR, so clients reconnect when they next need to) and close.
+    private func idleTimedOut() {
+        idleTimer = nil
+        guard calls.isEmpty, let context else { return }
+        service.logger.debug("Workload API connection closed: idle", metadata: ["caller": "\(peer.map { "\($0)" } ?? "?")", "after": "\(limits.idleTimeout) s"])
+        write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: lastStreamID, errorCode: .noError, opaqueData: nil)))
+        flushIfNeeded()
+        context.close(promise: nil)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -215,6 +286,15 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        if !heardFrom {
+            // The first frame is the client's SETTINGS, which ends its preface.
+            heardFrom = true
+            if refusal == nil {
+                deadline?.cancel()
+                deadline = nil
+                armIdleTimer()
+            }
+        }
         switch frame.payload {
         case .headers(let headers):
             if calls[frame.streamID] == nil {
@@ -242,6 +322,7 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let closed = event as? StreamClosedEvent {
             calls.removeValue(forKey: closed.streamID)?.task?.cancel()
+            armIdleTimer()
             if draining {
                 // Streams close while frames are being written, drain's own included: close the
                 // connection only after the writer is done.
@@ -259,6 +340,27 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         guard !draining else {
             return write(HTTP2Frame(streamID: streamID, payload: .rstStream(.refusedStream)))
         }
+        if let refusal {
+            answer(streamID, refusal, endsRequest: endStream)
+            draining = true
+            write(HTTP2Frame(streamID: .rootStream, payload: .goAway(lastStreamID: streamID, errorCode: .noError, opaqueData: nil)))
+            flushIfNeeded()
+            context?.close(promise: nil)
+            return
+        }
+        guard calls.count < limits.streamsPerConnection else {
+            return answer(streamID, CallStatus(
+                code: .resourceExhausted,
+                message: "this connection has \(calls.count) calls open, the most one connection may (--workload-streams-per-connection); end some or open another connection"
+            ), endsRequest: endStream)
+        }
+        let held = buffered
+        guard held < limits.bufferedBytesPerConnection else {
+            return answer(streamID, CallStatus(
+                code: .resourceExhausted,
+                message: "this connection holds \(held) bytes its client has not read or not finished sending, the most one connection may (--workload-buffered-bytes); read the open streams first"
+            ), endsRequest: endStream)
+        }
         guard headers.first(name: ":method") == "POST" else {
             return refuse(streamID, httpStatus: "405", endsRequest: endStream)
         }
@@ -270,6 +372,8 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             return answer(streamID, CallStatus(code: .unimplemented, message: "no method \(path) on the SPIFFE Workload API"), endsRequest: endStream)
         }
         calls[streamID] = Call(method: method, request: ByteBuffer())
+        idleTimer?.cancel()
+        idleTimer = nil
         if let encoding = headers.first(name: "grpc-encoding"), encoding != "identity" {
             return answer(streamID, CallStatus(code: .unimplemented, message: "message compression \(encoding) is not supported; send messages uncompressed"))
         }
@@ -288,6 +392,13 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
                 code: .resourceExhausted, message: "the request is larger than \(WorkloadAPIServer.maxRequestBytes) bytes"
             ))
         }
+        let held = buffered
+        if held + bytes.readableBytes > limits.bufferedBytesPerConnection {
+            return answer(streamID, CallStatus(
+                code: .resourceExhausted,
+                message: "this connection holds \(held) bytes its client has not read or not finished sending, the most one connection may (--workload-buffered-bytes); read the open streams first"
+            ))
+        }
         call.request.writeBuffer(&bytes)
         calls[streamID] = call
         if endStream { requestEnded(streamID) }
@@ -297,11 +408,13 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private func requestEnded(_ streamID: HTTP2StreamID) {
         guard var call = calls[streamID] else { return }
         call.requestEnded = true
+        let request = call.request
+        call.request = ByteBuffer()
         calls[streamID] = call
         guard !call.answered else { return }
         let message: [UInt8]
         do {
-            message = try Self.singleMessage(call.request)
+            message = try Self.singleMessage(request)
         } catch {
             return answer(streamID, CallStatus(error))
         }
@@ -381,8 +494,9 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private func refresh(_ streamID: HTTP2StreamID) {
         guard var call = calls[streamID], !call.answered, let peer else { return }
         guard peer.isUnchanged else { return retire() }
-        if call.writing {
-            // The last message is not out yet (a slow reader): send the state once it is.
+        if call.writing || unread >= limits.bufferedBytesPerConnection {
+            // The last message is not out yet (a slow reader), or the connection holds all it may
+            // of unread answers: send the state once they are out.
             call.stale = true
             calls[streamID] = call
             return
@@ -454,28 +568,37 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         buffer.writeInteger(UInt8(0))
         buffer.writeInteger(UInt32(message.count))
         buffer.writeBytes(message)
-        var promise: EventLoopPromise<Void>?
         if tracked {
             call.sent = message
             call.writing = true
-            let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
-            promise = context.eventLoop.makePromise()
-            promise?.futureResult.whenComplete { _ in connection.value.written(streamID) }
         }
+        let size = buffer.readableBytes
+        unread += size
+        let connection = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let promise = context.eventLoop.makePromise(of: Void.self)
+        promise.futureResult.whenComplete { _ in connection.value.written(streamID, size, tracked: tracked) }
         calls[streamID] = call
         write(HTTP2Frame(streamID: streamID, payload: .data(.init(data: .byteBuffer(buffer)))), promise: promise)
     }
 
-    private func written(_ streamID: HTTP2StreamID) {
-        guard var call = calls[streamID] else { return }
-        call.writing = false
-        let stale = call.stale
-        call.stale = false
-        calls[streamID] = call
-        if stale {
-            refresh(streamID)
-            flushIfNeeded()
+    /// An answer left the agent: its stream may send again, and streams held back while the
+    /// connection held too many unread bytes send their latest state.
+    private func written(_ streamID: HTTP2StreamID, _ size: Int, tracked: Bool) {
+        unread -= size
+        if tracked, calls[streamID] != nil { calls[streamID]?.writing = false }
+        guard unread < limits.bufferedBytesPerConnection else { return }
+        var refreshed = false
+        for (id, call) in calls where call.stale && !call.writing {
+            calls[id]?.stale = false
+            refresh(id)
+            refreshed = true
         }
+        if refreshed { flushIfNeeded() }
+    }
+
+    /// Bytes the connection holds: unread answers, and requests still arriving.
+    private var buffered: Int {
+        calls.values.reduce(unread) { $0 + ($1.requestEnded ? 0 : $1.request.readableBytes) }
     }
 
     /// Ends a call with its status: as trailers after a response, or trailers-only before one.

@@ -8,6 +8,7 @@ import GRPCCore
 import HallmarkAttestation
 import HallmarkPeerCredentials
 import HallmarkProto
+import HallmarkSupport
 import Logging
 import SPIFFE
 import SPIFFEWorkloadAPI
@@ -41,6 +42,8 @@ struct WorkloadAPIService: Sendable {
     let attestor: UnixWorkloadAttestor
     let link: ServerLink
     let logger: Logger
+    /// Signatures the server is asked for on behalf of each uid (JWT-SVIDs not in the cache).
+    let jwtMints: RateLimiter<UInt32>
 
     /// Refuses a call without the security header.
     func checkSecurityHeader(_ values: some Sequence<String>, _ method: Method) throws(RPCError) {
@@ -177,6 +180,13 @@ struct WorkloadAPIService: Sendable {
             if let cached = cache.jwt(entryID: identity.entryID, audience: audience, at: now) {
                 token = cached
             } else {
+                if let wait = jwtMints.take(peer.uid) {
+                    logger.notice("workload call refused", metadata: ["method": "FetchJWTSVID", "caller": "\(peer)", "reason": "JWT-SVID rate limit"])
+                    throw RPCError(
+                        code: .resourceExhausted,
+                        message: "new JWT-SVIDs for uid \(peer.uid) are limited to \(jwtMints.limit) (--workload-jwt-mint-rate, --workload-jwt-mint-burst); cached ones are still served; retry in \(RateLimiter<UInt32>.describe(wait: wait))"
+                    )
+                }
                 guard let client = link.client else {
                     throw RPCError(code: .unavailable, message: "the agent cannot reach the server to sign a JWT-SVID; retry")
                 }

@@ -28,8 +28,24 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     let now: @Sendable () -> Date
     let nonces: NonceStore
     let limiter: AttestationLimiter
+    let signing: SigningLimits
 
     static let maximumBatch = 500
+
+    /// Signatures each agent may ask for, by its SPIFFE ID.
+    struct SigningLimits: Sendable {
+        let x509: RateLimiter<String>
+        let jwt: RateLimiter<String>
+
+        init(_ config: ServerConfig, clock: @escaping @Sendable () -> Date = { Date() }) {
+            x509 = RateLimiter(config.agentX509Limit, clock: clock)
+            jwt = RateLimiter(config.agentJWTLimit, clock: clock)
+        }
+
+        static func refusal(_ agent: SPIFFEID, _ what: String, _ limiter: RateLimiter<String>, _ flags: String, retryIn wait: TimeInterval) -> String {
+            "\(what) signed for \(agent) are limited to \(limiter.limit) (\(flags)); retry in \(RateLimiter<String>.describe(wait: wait))"
+        }
+    }
 
     // MARK: Attestation
 
@@ -240,6 +256,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
             let signer = try await ca.activeX509()
             var audit: [AuditEvent] = []
             var results: [AgentAPI_X509SVIDResult] = []
+            var limited = 0
             for param in params {
                 var result = AgentAPI_X509SVIDResult()
                 result.entryID = param.entryID
@@ -248,6 +265,14 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     result.statusMessage = "entry \(param.entryID) is not authorised for \(node.spiffeID)"
                     logger.warning("CSR refused", metadata: ["agent": "\(node.spiffeID)", "entry": "\(param.entryID)", "reason": "not authorised"])
                     audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: param.entryID, result: "refused", detail: "not authorised for \(node.spiffeID)"))
+                    results.append(result)
+                    continue
+                }
+                if let wait = signing.x509.take(node.spiffeID.description) {
+                    // Not audited one by one: a refusal signs nothing, and the agent asks again.
+                    result.statusCode = Int32(RPCError.Code.resourceExhausted.rawValue)
+                    result.statusMessage = SigningLimits.refusal(node.spiffeID, "X509-SVIDs", signing.x509, "--agent-x509-rate, --agent-x509-burst", retryIn: wait)
+                    limited += 1
                     results.append(result)
                     continue
                 }
@@ -264,6 +289,9 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 }
                 results.append(result)
             }
+            if limited > 0 {
+                logger.notice("CSRs refused: rate limit", metadata: ["agent": "\(node.spiffeID)", "refused": "\(limited)", "limit": "\(signing.x509.limit)"])
+            }
             try await store.appendAudit(audit)
             return ServerResponse(message: AgentAPI_BatchNewX509SVIDResponse.with { $0.results = results })
         }
@@ -275,6 +303,12 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
             let entries = try await AgentAuthorization.entries(for: node, index: index, trustDomain: config.trustDomain)
             guard let entry = entries.first(where: { $0.id == request.message.entryID }) else {
                 throw RPCError(code: .permissionDenied, message: "entry \(request.message.entryID) is not authorised for \(node.spiffeID)")
+            }
+            if let wait = signing.jwt.take(node.spiffeID.description) {
+                throw RPCError(
+                    code: .resourceExhausted,
+                    message: SigningLimits.refusal(node.spiffeID, "JWT-SVIDs", signing.jwt, "--agent-jwt-rate, --agent-jwt-burst", retryIn: wait)
+                )
             }
             let ttl = entry.jwtSVIDTTL == 0 ? config.defaultJWTSVIDTTL : TimeInterval(entry.jwtSVIDTTL)
             let time = now()

@@ -75,7 +75,8 @@ public struct HallmarkServer: Service {
             services: [
                 AgentService(
                     config: config, store: store, index: index, ca: ca, events: events, logger: logger, now: { Date() },
-                    nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() })
+                    nonces: NonceStore(ttl: config.nonceTTL, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() }),
+                    signing: AgentService.SigningLimits(config)
                 )
             ]
         )

@@ -3,6 +3,7 @@
 public import Foundation
 public import HallmarkCA
 public import HallmarkGPU
+public import HallmarkSupport
 public import HallmarkTPM
 public import SPIFFE
 
@@ -60,6 +61,13 @@ public struct ServerConfig: Sendable {
 
     /// A signed audit checkpoint is written with every this many records (and at shutdown).
     public var auditCheckpointInterval: Int64 = 100
+
+    /// X509-SVIDs each agent may have signed: a burst as large as a node's first sync of many
+    /// entries, then a steady rate far above rotation's, so that a compromised agent cannot make
+    /// the server sign (and audit) without end.
+    public var agentX509Limit = RateLimiter<String>.Limit(rate: 500, burst: 10_000)
+    /// JWT-SVIDs each agent may have signed (its workloads' cache misses).
+    public var agentJWTLimit = RateLimiter<String>.Limit(rate: 100, burst: 1_000)
 
     /// How long an attestation nonce may be answered.
     public var nonceTTL: TimeInterval = 60

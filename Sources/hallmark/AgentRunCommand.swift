@@ -65,6 +65,30 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("trust-domain"), help: "The trust domain (default: read from the trust bundle).")
     var trustDomain: String?
 
+    @Option(name: .customLong("workload-connections-per-uid"), help: "Workload API connections one uid may hold open (default 256).")
+    var workloadConnectionsPerUID: Int = WorkloadAPILimits().connectionsPerUID
+
+    @Option(name: .customLong("workload-connections"), help: "Workload API connections open in all (default 2048).")
+    var workloadConnections: Int = WorkloadAPILimits().connections
+
+    @Option(name: .customLong("workload-preface-timeout"), help: "Seconds a new Workload API connection has to begin HTTP/2 (default 10).")
+    var workloadPrefaceTimeout: Double = WorkloadAPILimits().prefaceTimeout
+
+    @Option(name: .customLong("workload-idle-timeout"), help: "Seconds a Workload API connection may stay open with no call (default 300).")
+    var workloadIdleTimeout: Double = WorkloadAPILimits().idleTimeout
+
+    @Option(name: .customLong("workload-streams-per-connection"), help: "Calls open at once on one Workload API connection (default 100).")
+    var workloadStreamsPerConnection: Int = WorkloadAPILimits().streamsPerConnection
+
+    @Option(name: .customLong("workload-buffered-bytes"), help: "Bytes one Workload API connection may hold unread or unfinished (default 4194304).")
+    var workloadBufferedBytes: Int = WorkloadAPILimits().bufferedBytesPerConnection
+
+    @Option(name: .customLong("workload-jwt-mint-rate"), help: "New JWT-SVIDs signed a second for one uid (default 10; cached ones are free).")
+    var workloadJWTMintRate: Double = WorkloadAPILimits().jwtMintsPerUID.rate
+
+    @Option(name: .customLong("workload-jwt-mint-burst"), help: "New JWT-SVIDs one uid may have signed at once (default 50).")
+    var workloadJWTMintBurst: Int = Int(WorkloadAPILimits().jwtMintsPerUID.burst)
+
     @Option(name: .customLong("log-level")) var logLevel: String = "info"
 
     func validate() throws {
@@ -80,6 +104,19 @@ struct AgentRunCommand: AsyncParsableCommand {
         }
         guard socket.hasPrefix("/") else { throw ValidationError("--socket: must be an absolute path") }
         guard joinToken == nil || joinTokenFile == nil else { throw ValidationError("--join-token and --join-token-file: give one, not both") }
+        for (value, flag) in [
+            (workloadConnectionsPerUID, "--workload-connections-per-uid"), (workloadConnections, "--workload-connections"),
+            (workloadStreamsPerConnection, "--workload-streams-per-connection"), (workloadJWTMintBurst, "--workload-jwt-mint-burst"),
+        ] where value < 1 {
+            throw ValidationError("\(flag): must be at least 1, not \(value)")
+        }
+        guard workloadBufferedBytes >= WorkloadAPILimits.minimumBufferedBytes else {
+            throw ValidationError("--workload-buffered-bytes: must be at least \(WorkloadAPILimits.minimumBufferedBytes) (one full request), not \(workloadBufferedBytes)")
+        }
+        for (value, flag) in [(workloadPrefaceTimeout, "--workload-preface-timeout"), (workloadIdleTimeout, "--workload-idle-timeout")] where !(value > 0) {
+            throw ValidationError("\(flag): must be more than 0 seconds, not \(value)")
+        }
+        guard workloadJWTMintRate > 0 else { throw ValidationError("--workload-jwt-mint-rate: must be more than 0 a second, not \(workloadJWTMintRate)") }
     }
 
     func run() async throws {
@@ -89,6 +126,13 @@ struct AgentRunCommand: AsyncParsableCommand {
         config.insecureBootstrap = insecureBootstrap
         config.joinToken = try joinToken ?? joinTokenFile.map(Self.readJoinToken)
         config.gpuReattestInterval = TimeInterval(gpuReattestInterval)
+        config.workloadAPI.connectionsPerUID = workloadConnectionsPerUID
+        config.workloadAPI.connections = workloadConnections
+        config.workloadAPI.prefaceTimeout = workloadPrefaceTimeout
+        config.workloadAPI.idleTimeout = workloadIdleTimeout
+        config.workloadAPI.streamsPerConnection = workloadStreamsPerConnection
+        config.workloadAPI.bufferedBytesPerConnection = workloadBufferedBytes
+        config.workloadAPI.jwtMintsPerUID = .init(rate: workloadJWTMintRate, burst: Double(workloadJWTMintBurst))
         if let command = gpuEvidenceCommand {
             config.gpu = .command(command.split(separator: " ").map(String.init))
         } else if gpu {

@@ -4,6 +4,7 @@ import ArgumentParser
 import Foundation
 import HallmarkCA
 import HallmarkGPU
+import HallmarkSupport
 import HallmarkServer
 import HallmarkTPM
 import Logging
@@ -78,6 +79,18 @@ struct ServerCommand: AsyncParsableCommand {
 
         @Option(name: .customLong("audit-checkpoint-every"), help: "Sign an audit checkpoint with every N records (default 100) and at shutdown.")
         var auditCheckpointEvery: Int?
+
+        @Option(name: .customLong("agent-x509-rate"), help: "X509-SVIDs each agent may have signed a second (default 500).")
+        var agentX509Rate: Double?
+
+        @Option(name: .customLong("agent-x509-burst"), help: "X509-SVIDs each agent may have signed at once (default 10000: a node's first sync).")
+        var agentX509Burst: Int?
+
+        @Option(name: .customLong("agent-jwt-rate"), help: "JWT-SVIDs each agent may have signed a second (default 100).")
+        var agentJWTRate: Double?
+
+        @Option(name: .customLong("agent-jwt-burst"), help: "JWT-SVIDs each agent may have signed at once (default 1000).")
+        var agentJWTBurst: Int?
 
         @Option(name: .customLong("gpu-root"), help: "Attest NVIDIA GPUs beside the host attestor: the pinned device identity root (PEM).")
         var gpuRoot: String?
@@ -155,6 +168,12 @@ struct ServerCommand: AsyncParsableCommand {
                 guard every >= 1 else { throw ValidationError("--audit-checkpoint-every: must be at least 1 record") }
                 settings.auditCheckpointInterval = Int64(every)
             }
+            settings.agentX509Limit = try Self.limit(
+                rate: agentX509Rate ?? file.agent_x509_rate, burst: agentX509Burst ?? file.agent_x509_burst, default: settings.agentX509Limit, flags: "--agent-x509"
+            )
+            settings.agentJWTLimit = try Self.limit(
+                rate: agentJWTRate ?? file.agent_jwt_rate, burst: agentJWTBurst ?? file.agent_jwt_burst, default: settings.agentJWTLimit, flags: "--agent-jwt"
+            )
             settings.tpm = try tpmSettings(file)
             settings.gpu = try gpuSettings()
             let logger = try LogSetup.make(label: "hallmark.server", level: logLevel)
@@ -174,6 +193,13 @@ struct ServerCommand: AsyncParsableCommand {
 }
 
 extension ServerCommand.Run {
+    /// A rate limit from its two flags, each defaulting on its own.
+    static func limit(rate: Double?, burst: Int?, default limit: RateLimiter<String>.Limit, flags: String) throws -> RateLimiter<String>.Limit {
+        if let rate, !(rate > 0) { throw ValidationError("\(flags)-rate: must be more than 0 a second, not \(rate)") }
+        if let burst, burst < 1 { throw ValidationError("\(flags)-burst: must be at least 1, not \(burst)") }
+        return .init(rate: rate ?? limit.rate, burst: burst.map(Double.init) ?? limit.burst)
+    }
+
     /// GPU attestation is on when a device root is given; RIMs need their root.
     func gpuSettings() throws -> ServerConfig.GPUSettings? {
         guard let gpuRoot else {
@@ -245,6 +271,10 @@ struct ServerConfigFile: Decodable {
     var tpm_reattest_max_age: Int?
     var audit_checkpoint_every: Int?
     var gpu_reattest_max_age: Int?
+    var agent_x509_rate: Double?
+    var agent_x509_burst: Int?
+    var agent_jwt_rate: Double?
+    var agent_jwt_burst: Int?
     var upstream_ca_cert: String?
     var upstream_ca_key: String?
 

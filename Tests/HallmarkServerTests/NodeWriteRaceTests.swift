@@ -32,7 +32,7 @@ struct NodeWriteRaceTests {
             try await ca.start()
             service = AgentService(
                 config: config, store: store, index: EntryIndex(store: store), ca: ca, events: Broadcast(), logger: logger, now: { Date() },
-                nonces: NonceStore(ttl: 60, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() })
+                nonces: NonceStore(ttl: 60, clock: { Date() }), limiter: AttestationLimiter(clock: { Date() }), signing: .init(config)
             )
         }
 
