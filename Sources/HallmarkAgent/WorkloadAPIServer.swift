@@ -421,17 +421,58 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         guard let peer else { return answer(streamID, CallStatus(PeerCredentials.unknownCallerError)) }
         guard peer.isUnchanged else { return retire() }
         do {
-            call.selectors = try service.selectors(of: peer, call.method)
-            calls[streamID] = call
-            if call.method.streams {
-                try service.checkStreamRequest(call.method, message)
-                service.logger.debug("stream opened", metadata: ["method": "\(call.method.rawValue)", "caller": "\(peer)"])
-                refresh(streamID)
-            } else {
-                runUnary(streamID, call, message, peer)
+            guard let selectors = try service.cachedSelectors(of: peer, call.method) else {
+                return attestOffLoop(streamID, message, peer)
             }
+            try proceed(streamID, message, selectors, peer)
         } catch {
             answer(streamID, CallStatus(error))
+        }
+    }
+
+    /// The caller is attested: a stream sends its first state, a unary call runs.
+    private func proceed(_ streamID: HTTP2StreamID, _ message: [UInt8], _ selectors: Set<Selector>, _ peer: PeerCredentials) throws {
+        guard var call = calls[streamID], !call.answered else { return }
+        call.selectors = selectors
+        calls[streamID] = call
+        if call.method.streams {
+            try service.checkStreamRequest(call.method, message)
+            service.logger.debug("stream opened", metadata: ["method": "\(call.method.rawValue)", "caller": "\(peer)"])
+            refresh(streamID)
+        } else {
+            runUnary(streamID, call, message, peer)
+        }
+    }
+
+    /// The caller runs an executable not hashed yet: it is hashed off the event loop (a large
+    /// binary must not hold up every other connection on this loop), then the call goes on here.
+    private func attestOffLoop(_ streamID: HTTP2StreamID, _ message: [UInt8], _ peer: PeerCredentials) {
+        guard let loop = context?.eventLoop, let method = calls[streamID]?.method else { return }
+        let connection = NIOLoopBound(self, eventLoop: loop)
+        let service = service
+        calls[streamID]?.task = Task {
+            let result: Result<Set<Selector>, any Error>
+            do {
+                result = .success(try await service.hashedSelectors(of: peer, method))
+            } catch {
+                result = .failure(error)
+            }
+            loop.execute {
+                let connection = connection.value
+                guard connection.calls[streamID]?.answered == false else { return }
+                connection.calls[streamID]?.task = nil
+                if connection.draining {
+                    connection.answer(streamID, CallStatus(code: .unavailable, message: "the agent is shutting down"))
+                } else {
+                    do {
+                        try connection.proceed(streamID, message, try result.get(), peer)
+                    } catch {
+                        connection.answer(streamID, CallStatus(error))
+                    }
+                }
+                connection.flushIfNeeded()
+                connection.closeIfDrained()
+            }
         }
     }
 

@@ -53,15 +53,29 @@ struct WorkloadAPIService: Sendable {
         }
     }
 
-    /// Attests the caller; returns its selectors.
-    func selectors(of peer: PeerCredentials, _ method: Method) throws(RPCError) -> Set<Selector> {
+    /// Attests the caller from what is known without reading its executable; nil when the
+    /// executable has to be hashed first (``hashedSelectors(of:_:)``, off the event loop).
+    func cachedSelectors(of peer: PeerCredentials, _ method: Method) throws(RPCError) -> Set<Selector>? {
         do {
-            return try attestor.selectors(for: peer)
+            return try attestor.cachedSelectors(for: peer)
         } catch {
-            let reason = (error as? AgentError)?.message ?? "\(error)"
-            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "\(reason)"])
-            throw RPCError(code: .permissionDenied, message: reason)
+            throw refused(error, peer, method)
         }
+    }
+
+    /// Attests the caller, hashing its executable if it has not been hashed yet.
+    func hashedSelectors(of peer: PeerCredentials, _ method: Method) async throws(RPCError) -> Set<Selector> {
+        do {
+            return try await attestor.hashedSelectors(for: peer)
+        } catch {
+            throw refused(error, peer, method)
+        }
+    }
+
+    private func refused(_ error: any Error, _ peer: PeerCredentials, _ method: Method) -> RPCError {
+        let reason = (error as? AgentError)?.message ?? "\(error)"
+        logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "\(reason)"])
+        return RPCError(code: .permissionDenied, message: reason)
     }
 
     private func identities(_ selectors: Set<Selector>, _ peer: PeerCredentials, _ method: Method) throws(RPCError) -> [CachedIdentity] {

@@ -9,7 +9,6 @@ import GRPCCore
 import Logging
 import NIOCore
 import NIOEmbedded
-import NIOHPACK
 import NIOHTTP2
 import Testing
 
@@ -19,18 +18,7 @@ struct WorkloadAPILimitsTests {
     final class Connection {
         let loop = EmbeddedEventLoop()
         let channel: EmbeddedChannel
-        var encoder = HPACKEncoder(allocator: ByteBufferAllocator())
-        var decoder = HPACKDecoder(allocator: ByteBufferAllocator())
-        var received: [Frame] = []
-        private var pending = ByteBuffer()
-
-        struct Frame {
-            var type: UInt8
-            var flags: UInt8
-            var stream: UInt32
-            var payload: [UInt8]
-            var headers: HPACKHeaders?
-        }
+        var client = H2TestClient()
 
         init(limits: WorkloadAPILimits = WorkloadAPILimits(), refusal: CallStatus? = nil) throws {
             channel = EmbeddedChannel(loop: loop)
@@ -58,63 +46,36 @@ struct WorkloadAPILimitsTests {
             try channel.writeInbound(ByteBuffer(bytes: bytes))
         }
 
-        static func frame(type: UInt8, flags: UInt8 = 0, stream: UInt32 = 0, _ payload: [UInt8] = []) -> [UInt8] {
-            let length = payload.count
-            return [UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff), type, flags]
-                + [UInt8(stream >> 24 & 0x7f), UInt8(stream >> 16 & 0xff), UInt8(stream >> 8 & 0xff), UInt8(stream & 0xff)] + payload
-        }
-
-        /// The client's preface: the magic string and an empty SETTINGS frame.
         func preface() throws {
-            try send(Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + Self.frame(type: 0x4))
+            try send(H2TestClient.preface)
         }
 
-        /// A Workload API call's HEADERS; the request stays open (no message, no END_STREAM).
-        func openCall(_ stream: UInt32, method: String = "FetchX509SVID") throws {
-            var block = ByteBuffer()
-            try encoder.encode(headers: HPACKHeaders([
-                (":method", "POST"), (":scheme", "http"), (":path", "/SpiffeWorkloadAPI/\(method)"), (":authority", "localhost"),
-                ("content-type", "application/grpc"), ("te", "trailers"), ("workload.spiffe.io", "true"),
-            ]), to: &block)
-            try send(Self.frame(type: 0x1, flags: 0x4, stream: stream, Array(block.readableBytesView)))
+        /// A call's HEADERS; the request stays open (no message, no END_STREAM).
+        func openCall(_ stream: UInt32) throws {
+            try send(try client.headers(stream))
         }
 
         func data(_ stream: UInt32, _ count: Int) throws {
             var left = count
             while left > 0 {
                 let size = min(left, 16_384)
-                try send(Self.frame(type: 0x0, stream: stream, [UInt8](repeating: 0, count: size)))
+                try send(H2TestClient.frame(type: 0x0, stream: stream, [UInt8](repeating: 0, count: size)))
                 left -= size
             }
         }
 
-        /// Every frame the agent has written so far, header blocks decoded in order.
-        func frames() throws -> [Frame] {
+        /// Every frame the agent has written so far.
+        func frames() throws -> [H2TestClient.Frame] {
             while let out = try channel.readOutbound(as: IOData.self) {
-                guard case .byteBuffer(var buffer) = out else { continue }
-                pending.writeBuffer(&buffer)
+                if case .byteBuffer(let bytes) = out { try client.receive(bytes) }
             }
-            while pending.readableBytes >= 9, let head = pending.getBytes(at: pending.readerIndex, length: 9) {
-                let length = Int(head[0]) << 16 | Int(head[1]) << 8 | Int(head[2])
-                guard pending.readableBytes >= 9 + length else { break }
-                pending.moveReaderIndex(forwardBy: 9)
-                let payload = pending.readBytes(length: length)!
-                let stream = UInt32(head[5] & 0x7f) << 24 | UInt32(head[6]) << 16 | UInt32(head[7]) << 8 | UInt32(head[8])
-                var frame = Frame(type: head[3], flags: head[4], stream: stream, payload: payload)
-                if frame.type == 0x1 {
-                    var block = ByteBuffer(bytes: payload)
-                    frame.headers = try decoder.decodeHeaders(from: &block)
-                }
-                received.append(frame)
-            }
-            return received
+            return client.received
         }
 
         /// The status a stream ended with, if it has.
         func status(_ stream: UInt32) throws -> (code: String, message: String)? {
-            guard let trailers = try frames().last(where: { $0.stream == stream && $0.type == 0x1 && $0.flags & 0x1 != 0 })?.headers,
-                  let code = trailers.first(name: "grpc-status") else { return nil }
-            return (code, (trailers.first(name: "grpc-message") ?? "").removingPercentEncoding ?? "")
+            _ = try frames()
+            return client.status(stream)
         }
     }
 
@@ -156,7 +117,7 @@ struct WorkloadAPILimitsTests {
         connection.advance(400)
         #expect(connection.isOpen, "a connection with an open call was closed as idle")
         // The client cancels its call (RST_STREAM, CANCEL): the connection is idle from now.
-        try connection.send(Connection.frame(type: 0x3, stream: 1, [0, 0, 0, 8]))
+        try connection.send(H2TestClient.frame(type: 0x3, stream: 1, [0, 0, 0, 8]))
         connection.advance(299)
         #expect(connection.isOpen)
         connection.advance(1)
