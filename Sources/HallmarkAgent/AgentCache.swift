@@ -193,6 +193,11 @@ public final class AgentCache: Sendable {
 
     public var svidCount: Int { state.withLock { $0.svids.count } }
 
+    /// The authorities (X.509 key identifiers) the held workload SVIDs chain to.
+    public var heldAuthorityIDs: Set<String> {
+        state.withLock { state in Set(state.svids.values.flatMap(\.svid.issuerKeyIDs)) }
+    }
+
     /// What a JWT-SVID is cached under: the entry and the audience as a set of strings, so that
     /// `["a|b"]` and `["a", "b"]` are different requests and `["b", "a"]` is the same as `["a", "b"]`.
     struct JWTKey: Hashable {

@@ -22,6 +22,8 @@ final class ServerLink: Sendable {
     private let logger: Logger
     /// The client of the current session, for the Workload API's JWT requests.
     private let current = Mutex<AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>?>(nil)
+    /// The authorities last reported as held in this session (nil: not yet reported).
+    private let reported = Mutex<Set<String>?>(nil)
 
     init(config: AgentConfig, cache: AgentCache, logger: Logger) {
         self.config = config
@@ -266,6 +268,7 @@ final class ServerLink: Sendable {
             try await withGRPCClient(transport: transport) { grpc in
                 let api = AgentAPI_AgentAPI.Client(wrapping: grpc)
                 self.current.withLock { $0 = api }
+                self.reported.withLock { $0 = nil }
                 defer { self.current.withLock { $0 = nil } }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.follow(api, identity: identity) }
@@ -299,6 +302,7 @@ final class ServerLink: Sendable {
                 if self.cache.isTainted(identity) { try await self.renewOwnSVID(api, reason: "its authority is tainted") }
                 self.logger.debug("entries from the server", metadata: ["entries": "\(message.entries.count)", "to_sign": "\(needed.count)"])
                 try await self.sign(needed, api)
+                await self.reportHeld(api)
             }
         }
         throw AgentError("agent: the server closed the entry stream")
@@ -384,10 +388,25 @@ final class ServerLink: Sendable {
             if !due.isEmpty {
                 logger.info("renewing SVIDs at half-life", metadata: ["count": "\(due.count)"])
                 try await sign(due, api)
+                await reportHeld(api)
             }
             if now >= agentHalfLife || cache.isTainted(identity) {
                 try await renewOwnSVID(api, reason: cache.isTainted(identity) ? "its authority is tainted" : "half-life")
             }
+        }
+    }
+
+    /// Tells the server which authorities the held workload SVIDs chain to, when that changed, so
+    /// that it refuses to revoke a key they still depend on. A refused report is tried again at
+    /// the next change or renewal; it never ends the session.
+    private func reportHeld(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async {
+        let held = cache.heldAuthorityIDs
+        guard reported.withLock({ $0 }) != held else { return }
+        do {
+            _ = try await api.reportHeld(AgentAPI_ReportHeldRequest.with { $0.x509AuthorityIds = held.sorted() })
+            reported.withLock { $0 = held }
+        } catch {
+            logger.warning("could not tell the server which authorities the held SVIDs come from; trying again later", metadata: ["error": "\(error)"])
         }
     }
 

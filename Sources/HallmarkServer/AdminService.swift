@@ -244,23 +244,45 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 throw ValidationFailure("kind", "must be 'x509' or 'jwt', not '\(kind)'")
             }
             let records = await ca.authorities().filter { kind.isEmpty || $0.kind.rawValue == kind }
-            let dependents = try await dependentNodes()
+            let dependents = try await dependents()
             return Admin_ListAuthoritiesResponse.with {
                 $0.authorities = records.map { record in
                     var authority = Admin_Authority(record)
-                    authority.dependentNodes = Int32(dependents[record.authorityID]?.count ?? 0)
+                    authority.dependentNodes = Int32(dependents[record.authorityID]?.nodes.count ?? 0)
                     return authority
                 }
             }
         }
     }
 
-    /// The unbanned nodes whose unexpired agent SVID each X.509 authority signed.
-    private func dependentNodes() async throws -> [String: [SPIFFEID]] {
+    /// Who still depends on an authority: revoking it now would cut them off.
+    struct Dependents {
+        /// Nodes whose unexpired agent SVID it signed.
+        var agentSVIDs: [SPIFFEID] = []
+        /// Nodes whose agent holds workload X509-SVIDs from it (as the agent reports), or that were
+        /// given JWT-SVIDs from it that have not expired.
+        var workloadSVIDs: [SPIFFEID] = []
+        /// When the last JWT-SVID from it expires.
+        var jwtUntil: Date?
+
+        var nodes: Set<SPIFFEID> { Set(agentSVIDs + workloadSVIDs) }
+    }
+
+    /// Each authority's dependents among the unbanned, unexpired nodes.
+    private func dependents() async throws -> [String: Dependents] {
         let time = now()
-        var dependents: [String: [SPIFFEID]] = [:]
-        for node in try await store.attestedNodes() where !node.banned && node.expiresAt > time && !node.svidAuthorityID.isEmpty {
-            dependents[node.svidAuthorityID, default: []].append(node.spiffeID)
+        var dependents: [String: Dependents] = [:]
+        var live: Set<SPIFFEID> = []
+        for node in try await store.attestedNodes() where !node.banned && node.expiresAt > time {
+            live.insert(node.spiffeID)
+            if !node.svidAuthorityID.isEmpty { dependents[node.svidAuthorityID, default: Dependents()].agentSVIDs.append(node.spiffeID) }
+            for id in node.heldAuthorityIDs { dependents[id, default: Dependents()].workloadSVIDs.append(node.spiffeID) }
+        }
+        for (keyID, holders) in await ca.jwtHolders(at: time) {
+            let holding = holders.filter { live.contains($0.key) }
+            guard !holding.isEmpty else { continue }
+            dependents[keyID, default: Dependents()].workloadSVIDs += holding.keys.sorted { $0.description < $1.description }
+            dependents[keyID]?.jwtUntil = holding.values.max()
         }
         return dependents
     }
@@ -281,7 +303,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         let record = try await body()
         events.notify()
         var authority = Admin_Authority(record)
-        authority.dependentNodes = Int32(try await dependentNodes()[record.authorityID]?.count ?? 0)
+        authority.dependentNodes = Int32(try await dependents()[record.authorityID]?.nodes.count ?? 0)
         return authority
     }
 
@@ -328,11 +350,20 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             if tainted, !request.message.force, let serverIdentity, serverIdentity.issuers.contains(id) {
                 throw CAError("authority: the server's own SVID is still from \(id); it is replaced within a second of the taint: try again")
             }
-            if tainted, let holders = try await dependentNodes()[id], !holders.isEmpty, !request.message.force {
-                let names = holders.prefix(10).map(\.description).joined(separator: ", ") + (holders.count > 10 ? ", …" : "")
+            if tainted, let holders = try await dependents()[id], !holders.nodes.isEmpty, !request.message.force {
+                func held(_ nodes: [SPIFFEID], _ what: String) -> String {
+                    let names = nodes.prefix(10).map(\.description).joined(separator: ", ") + (nodes.count > 10 ? ", …" : "")
+                    return "\(nodes.count) attested node\(nodes.count == 1 ? "" : "s") still hold\(nodes.count == 1 ? "s" : "") \(what) from \(id) (\(names))"
+                }
+                var reasons: [String] = []
+                if !holders.agentSVIDs.isEmpty { reasons.append(held(holders.agentSVIDs, "an agent SVID")) }
+                if !holders.workloadSVIDs.isEmpty {
+                    reasons.append(held(holders.workloadSVIDs, kind == .x509 ? "workload X509-SVIDs" : "workload JWT-SVIDs")
+                        + (holders.jwtUntil.map { " until \($0.formatted(.iso8601))" } ?? ""))
+                }
                 throw CAError(
-                    "authority: \(holders.count) attested node\(holders.count == 1 ? "" : "s") still hold\(holders.count == 1 ? "s" : "") an agent SVID from \(id) "
-                        + "(\(names)); wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
+                    "authority: " + reasons.joined(separator: "; ")
+                        + "; wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
                 )
             }
             return try await changeAuthority { try await ca.revoke(kind, authorityID: id, callerUID: uid) }

@@ -36,10 +36,14 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
     struct SigningLimits: Sendable {
         let x509: RateLimiter<String>
         let jwt: RateLimiter<String>
+        /// Changes of what an agent reports holding: each is a database write. A rotation changes
+        /// it once or twice; this many is far beyond any honest agent.
+        let reports: RateLimiter<String>
 
         init(_ config: ServerConfig, clock: @escaping @Sendable () -> Date = { Date() }) {
             x509 = RateLimiter(config.agentX509Limit, clock: clock)
             jwt = RateLimiter(config.agentJWTLimit, clock: clock)
+            reports = RateLimiter(.init(rate: 1, burst: 20), clock: clock)
         }
 
         static func refusal(_ agent: SPIFFEID, _ what: String, _ limiter: RateLimiter<String>, _ flags: String, retryIn wait: TimeInterval) -> String {
@@ -313,11 +317,14 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
             let ttl = entry.jwtSVIDTTL == 0 ? config.defaultJWTSVIDTTL : TimeInterval(entry.jwtSVIDTTL)
             let time = now()
             let signed: (token: String, expiresAt: Date)
+            let key: JWTSigningKey
             do {
-                signed = try await ca.activeJWT().sign(spiffeID: entry.spiffeID, audience: request.message.audience, ttl: ttl, now: time)
+                key = try await ca.activeJWT()
+                signed = try key.sign(spiffeID: entry.spiffeID, audience: request.message.audience, ttl: ttl, now: time)
             } catch let error as CAError {
                 throw RPCError(code: .invalidArgument, message: error.message)
             }
+            await ca.recordJWTIssued(keyID: key.keyID, to: node.spiffeID, expiresAt: signed.expiresAt, now: time)
             try await store.appendAudit([
                 AuditEvent(time: time, callerUID: -1, action: "jwt.issue", target: entry.spiffeID.description, detail: "aud \(request.message.audience.joined(separator: ",")) to \(node.spiffeID)")
             ])
@@ -325,6 +332,38 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 $0.token = signed.token
                 $0.expiresAt = Int64(signed.expiresAt.timeIntervalSince1970)
             })
+        }
+    }
+
+    /// Authorities an agent may report holding workload SVIDs from, at most (a node holds SVIDs
+    /// from one or two keys; more than this is not a report but noise).
+    static let maximumHeldAuthorities = 64
+
+    func reportHeld(request: ServerRequest<AgentAPI_ReportHeldRequest>, context: ServerContext) async throws -> ServerResponse<AgentAPI_ReportHeldResponse> {
+        try await guarded("agent.report-held", context) {
+            let node = try await callingAgent(context)
+            let ids = request.message.x509AuthorityIds
+            guard ids.count <= Self.maximumHeldAuthorities else {
+                throw RPCError(code: .invalidArgument, message: "x509_authority_ids: at most \(Self.maximumHeldAuthorities), not \(ids.count)")
+            }
+            for (index, id) in ids.enumerated() where id.isEmpty || id.count > 128 || !id.allSatisfy(\.isHexDigit) {
+                throw RPCError(code: .invalidArgument, message: "x509_authority_ids[\(index)]: must be an authority's hex key identifier, 1 to 128 digits")
+            }
+            let held = Array(Set(ids.map { $0.lowercased() })).sorted()
+            guard held != node.heldAuthorityIDs else { return ServerResponse(message: AgentAPI_ReportHeldResponse()) }
+            // Each change is a database write: an agent that keeps changing its report is slowed down.
+            if let wait = signing.reports.take(node.spiffeID.description) {
+                throw RPCError(
+                    code: .resourceExhausted,
+                    message: "changes of what \(node.spiffeID) holds are limited to \(signing.reports.limit); retry in \(RateLimiter<String>.describe(wait: wait))"
+                )
+            }
+            do {
+                try await store.setHeldAuthorities(node.spiffeID, held, expectedSerial: node.serialNumber)
+            } catch let error as StoreError where error.code == .notFound || error.code == .conflict {
+                throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested as it was (evicted, banned or renewed meanwhile)")
+            }
+            return ServerResponse(message: AgentAPI_ReportHeldResponse())
         }
     }
 

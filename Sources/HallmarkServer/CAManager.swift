@@ -24,6 +24,9 @@ public actor CAManager {
     private var upstream: (certificate: Certificate, key: Certificate.PrivateKey)?
     /// The authorities the bundle held at the last tick, to notice keys leaving it with time.
     private var published: Set<String> = []
+    /// JWT-SVIDs signed, by key ID: the latest expiry given to each node. Kept in memory only (a
+    /// restarted server forgets them, and then does not hold back a revoke for them).
+    private var jwtIssued: [String: [SPIFFEID: Date]] = [:]
 
     public init(config: ServerConfig, store: any Store, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
         self.config = config
@@ -279,6 +282,24 @@ public actor CAManager {
     public func publishedAuthorityIDs() -> Set<String> { published }
 
     /// The IDs of tainted authorities (X.509 subject key identifiers in hex, JWT key IDs).
+    /// Notes that `node` was given a JWT-SVID from `keyID` valid until `expiresAt`.
+    func recordJWTIssued(keyID: String, to node: SPIFFEID, expiresAt: Date, now: Date) {
+        var holders = jwtIssued[keyID, default: [:]]
+        if holders[node].map({ $0 < expiresAt }) ?? true { holders[node] = expiresAt }
+        // Each node once per key; expired ones are dropped as others are added.
+        if holders.count > 1024 { holders = holders.filter { $0.value > now } }
+        jwtIssued[keyID] = holders
+    }
+
+    /// The nodes holding unexpired JWT-SVIDs from each key, with when the last of them expires.
+    func jwtHolders(at time: Date) -> [String: [SPIFFEID: Date]] {
+        jwtIssued = jwtIssued.compactMapValues { holders in
+            let live = holders.filter { $0.value > time }
+            return live.isEmpty ? nil : live
+        }
+        return jwtIssued
+    }
+
     public func taintedAuthorityIDs() -> [String] {
         records.filter { $0.state == .tainted }.map(\.authorityID)
     }

@@ -107,10 +107,14 @@ public struct AttestedNode: Hashable, Sendable {
     public var evidenceAt: Date
     /// The X.509 authority (subject key identifier, hex) that signed the node's current SVID.
     public var svidAuthorityID: String
+    /// The X.509 authorities the workload SVIDs its agent holds chain to, as the agent last
+    /// reported them (sorted; empty until it reports). Written only by ``Store/setHeldAuthorities(_:_:expectedSerial:)``.
+    public var heldAuthorityIDs: [String]
 
     public init(
         spiffeID: SPIFFEID, attestationType: String, serialNumber: String, expiresAt: Date, attestedAt: Date,
-        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = [], evidenceAt: Date? = nil, svidAuthorityID: String = ""
+        banned: Bool = false, selectors: [Selector] = [], attestationData: [UInt8] = [], evidenceAt: Date? = nil, svidAuthorityID: String = "",
+        heldAuthorityIDs: [String] = []
     ) {
         self.spiffeID = spiffeID
         self.attestationType = attestationType
@@ -122,6 +126,7 @@ public struct AttestedNode: Hashable, Sendable {
         self.attestationData = attestationData
         self.evidenceAt = evidenceAt ?? attestedAt
         self.svidAuthorityID = svidAuthorityID
+        self.heldAuthorityIDs = Array(Set(heldAuthorityIDs)).sorted()
     }
 }
 

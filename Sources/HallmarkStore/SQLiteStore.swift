@@ -415,6 +415,22 @@ public final class SQLiteStore: Store {
         }
     }
 
+    public func setHeldAuthorities(_ spiffeID: SPIFFEID, _ authorityIDs: [String], expectedSerial: String) async throws {
+        try await pool.write { db in
+            let id = spiffeID.description
+            try db.execute(
+                sql: "UPDATE attested_nodes SET held_authorities = ? WHERE spiffe_id = ? AND serial_number = ? AND banned = 0",
+                arguments: [Set(authorityIDs).sorted().joined(separator: " "), id, expectedSerial]
+            )
+            guard db.changesCount == 1 else {
+                guard try Self.fetchNodes(db, spiffeID: spiffeID).first != nil else {
+                    throw StoreError(.notFound, "store: no attested agent \(id)")
+                }
+                throw StoreError(.conflict, "store: agent \(id) was banned or re-issued since it was read; nothing was written")
+            }
+        }
+    }
+
     public func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode {
         try await pool.write { db in
             guard var node = try Self.fetchNodes(db, spiffeID: spiffeID).first else {
@@ -447,14 +463,15 @@ public final class SQLiteStore: Store {
         try db.cachedStatement(sql: "DELETE FROM attested_nodes WHERE spiffe_id = ?").execute(arguments: [node.spiffeID.description])
         try db.cachedStatement(
             sql: """
-                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data, evidence_at, svid_authority)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                INSERT INTO attested_nodes (spiffe_id, attestation_type, serial_number, expires_at, attested_at, banned, attestation_data, evidence_at, svid_authority,
+                    held_authorities)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """
         ).execute(
             arguments: [
                 node.spiffeID.description, node.attestationType, node.serialNumber, Int64(node.expiresAt.timeIntervalSince1970),
                 Int64(node.attestedAt.timeIntervalSince1970), node.banned, Data(node.attestationData), Int64(node.evidenceAt.timeIntervalSince1970),
-                node.svidAuthorityID,
+                node.svidAuthorityID, node.heldAuthorityIDs.joined(separator: " "),
             ]
         )
         try insertSelectors(node, db)
@@ -522,7 +539,8 @@ public final class SQLiteStore: Store {
                 expiresAt: Date(timeIntervalSince1970: TimeInterval(row["expires_at"] as Int64)),
                 attestedAt: Date(timeIntervalSince1970: TimeInterval(row["attested_at"] as Int64)),
                 banned: row["banned"], selectors: selectors[id] ?? [], attestationData: Array(row["attestation_data"] as Data),
-                evidenceAt: Date(timeIntervalSince1970: TimeInterval(row["evidence_at"] as Int64)), svidAuthorityID: row["svid_authority"]
+                evidenceAt: Date(timeIntervalSince1970: TimeInterval(row["evidence_at"] as Int64)), svidAuthorityID: row["svid_authority"],
+                heldAuthorityIDs: (row["held_authorities"] as String).split(separator: " ").map(String.init)
             )
         }
     }

@@ -37,6 +37,10 @@ public protocol Store: Sendable {
     /// Replaces a node's record only while it is unbanned and still carries SVID serial
     /// `expectedSerial` (`.conflict` otherwise, `.notFound` when it is gone).
     func updateAttestedNode(_ node: AttestedNode, expectedSerial: String, audit: AuditEvent) async throws
+    /// Records which X.509 authorities the node's workload SVIDs chain to (what its agent reports),
+    /// under the same condition as ``updateAttestedNode(_:expectedSerial:audit:)``. Not audited: it
+    /// changes no trust, only what a revoke must wait for. The other writes leave it as it is.
+    func setHeldAuthorities(_ spiffeID: SPIFFEID, _ authorityIDs: [String], expectedSerial: String) async throws
     /// Bans (clearing the SVID serial, so the current SVID stays refused after an unban) or unbans;
     /// refuses an unknown node (`.notFound`) and a node already in that state (`.conflict`).
     func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode

@@ -315,7 +315,8 @@ struct AuthorityView: Encodable {
     let not_before: String
     let not_after: String
     let upstream_signed: Bool
-    /// Attested nodes whose agent SVID this key signed: revoking it now would cut them off.
+    /// Attested nodes that still depend on this key (their agent SVID, their workloads' X509-SVIDs,
+    /// or unexpired JWT-SVIDs): revoking it now would cut them off.
     let dependent_nodes: Int
 
     init(_ authority: Admin_Authority) {
@@ -330,7 +331,7 @@ struct AuthorityView: Encodable {
 
     var text: String {
         "\(state.padding(toLength: 9, withPad: " ", startingAt: 0)) \(authority_id)  expires \(not_after)"
-            + (kind == "x509" ? "  nodes \(dependent_nodes)" : "")
+            + "  nodes \(dependent_nodes)"
     }
 
     func print(_ output: OutputFormat) throws {

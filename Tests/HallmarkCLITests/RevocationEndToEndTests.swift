@@ -252,6 +252,43 @@ struct RevocationEndToEndTests {
         try waitFor("no longer accepts this agent", in: agent.logPath, while: Process(), timeout: 15, requireRunning: false)
     }
 
+    @Test("revoke waits for workloads too: X509-SVIDs their agent still holds, and JWT-SVIDs not yet expired, hold it back by name; --force does not wait")
+    func revokeWaitsForWorkloads() async throws {
+        // One CSR at once and then almost none: the workload's SVID from the old key cannot be
+        // renewed, while the agent's own SVID (not rate-limited) can.
+        let server = try TestServer(arguments: ["--agent-x509-burst", "1", "--agent-x509-rate", "0.001"])
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let jwt = try agent.workload(["jwt", "fetch", "--audience", "spiffe://example.org/peer"])
+        #expect(jwt.status == 0, "\(jwt.stderr)")
+
+        let (old, _) = try rotate(server, "x509")
+        #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", old]).status == 0)
+        // The agent renews its own SVID at once; until then the refusal names that too.
+        var refused = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+        let deadline = Date().addingTimeInterval(15)
+        while refused.status != 0, refused.stderr.contains("an agent SVID") || refused.stderr.contains("server's own SVID"), Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            refused = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+        }
+        #expect(refused.status != 0, "revoked while a workload still held an X509-SVID from the key")
+        #expect(refused.stderr.contains("1 attested node still holds workload X509-SVIDs from \(old) (\(agent.spiffeID))"), "\(refused.stderr)")
+        #expect(!refused.stderr.contains("an agent SVID"), "the agent never renewed its own SVID: \(refused.stderr)")
+        let shown = try json(try server.hallmark(["authority", "x509", "show", "--output", "json"]).stdout) as? [[String: Any]] ?? []
+        #expect(shown.first { $0["authority_id"] as? String == old }?["dependent_nodes"] as? Int == 1, "\(shown)")
+        let forced = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old, "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+
+        // JWT: the key that signed the workload's unexpired JWT-SVID.
+        let (jwtOld, _) = try rotate(server, "jwt")
+        #expect(try server.hallmark(["authority", "jwt", "taint", "--authority-id", jwtOld]).status == 0)
+        let jwtRefused = try server.hallmark(["authority", "jwt", "revoke", "--authority-id", jwtOld])
+        #expect(jwtRefused.status != 0, "revoked while a JWT-SVID from the key had not expired")
+        #expect(jwtRefused.stderr.contains("1 attested node still holds workload JWT-SVIDs from \(jwtOld) (\(agent.spiffeID)) until "), "\(jwtRefused.stderr)")
+        #expect(try server.hallmark(["authority", "jwt", "revoke", "--authority-id", jwtOld, "--force"]).status == 0)
+    }
+
     @Test("evict: the agent's calls fail, its workloads' streams end, and a join-token agent cannot attest again")
     func evict() async throws {
         let server = try TestServer()

@@ -152,6 +152,9 @@ final class PausingStore: Store {
         await gate()
         try await inner.updateAttestedNode(node, expectedSerial: expectedSerial, audit: audit)
     }
+    func setHeldAuthorities(_ spiffeID: SPIFFEID, _ authorityIDs: [String], expectedSerial: String) async throws {
+        try await inner.setHeldAuthorities(spiffeID, authorityIDs, expectedSerial: expectedSerial)
+    }
     func setAttestedNodeBanned(_ spiffeID: SPIFFEID, _ banned: Bool, audit: AuditEvent) async throws -> AttestedNode {
         try await inner.setAttestedNodeBanned(spiffeID, banned, audit: audit)
     }

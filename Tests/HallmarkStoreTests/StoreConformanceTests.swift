@@ -224,6 +224,33 @@ struct StoreConformanceTests {
         #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["agent.attest", "agent.renew", "agent.ban", "agent.evict"])
     }
 
+    @Test("the authorities a node's workload SVIDs hold: set only for its current SVID, kept by renewals, not audited", arguments: StoreBackends.all)
+    func heldAuthorities(_ backend: StoreBackend) async throws {
+        let dir = try TemporaryDirectory("store")
+        defer { withExtendedLifetime(dir) {} }
+        let store = try backend.make(dir)
+        let id = try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/join-token/held")
+        var node = AttestedNode(spiffeID: id, attestationType: "join-token", serialNumber: "01", expiresAt: Self.now.addingTimeInterval(3600), attestedAt: Self.now)
+        try await store.admitAttestedNode(node, exclusive: [], audit: Self.audit("agent.attest"))
+        #expect(try await store.attestedNode(id)?.heldAuthorityIDs == [])
+        try await store.setHeldAuthorities(id, ["bb", "aa", "bb"], expectedSerial: "01")
+        #expect(try await store.attestedNode(id)?.heldAuthorityIDs == ["aa", "bb"])
+        // A renewal decided from a read taken before the report does not undo it.
+        node.serialNumber = "02"
+        try await store.updateAttestedNode(node, expectedSerial: "01", audit: Self.audit("agent.renew"))
+        #expect(try await store.attestedNode(id)?.heldAuthorityIDs == ["aa", "bb"])
+        // A report made for a superseded SVID is refused and writes nothing.
+        let stale = await #expect(throws: StoreError.self) { try await store.setHeldAuthorities(id, ["cc"], expectedSerial: "01") }
+        #expect(stale?.code == .conflict)
+        try await store.setHeldAuthorities(id, [], expectedSerial: "02")
+        #expect(try await store.attestedNode(id)?.heldAuthorityIDs == [])
+        let unknown = await #expect(throws: StoreError.self) {
+            try await store.setHeldAuthorities(try SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/join-token/nobody"), ["aa"], expectedSerial: "01")
+        }
+        #expect(unknown?.code == .notFound)
+        #expect(try await store.auditRecords(after: 0, limit: 10).map(\.event.action) == ["agent.attest", "agent.renew"])
+    }
+
     @Test("node writes are compare-and-swap: a decision on a stale read is refused and writes nothing", arguments: StoreBackends.all)
     func nodeCompareAndSwap(_ backend: StoreBackend) async throws {
         let dir = try TemporaryDirectory("store")

@@ -114,6 +114,19 @@ public enum AgentAPI_AgentAPI: Sendable {
                 type: .unary
             )
         }
+        /// Namespace for "ReportHeld" metadata.
+        public enum ReportHeld: Sendable {
+            /// Request type for "ReportHeld".
+            public typealias Input = AgentAPI_ReportHeldRequest
+            /// Response type for "ReportHeld".
+            public typealias Output = AgentAPI_ReportHeldResponse
+            /// Descriptor for "ReportHeld".
+            public static let descriptor = GRPCCore.MethodDescriptor(
+                service: GRPCCore.ServiceDescriptor(fullyQualifiedService: "hallmark.agent.v1.AgentAPI"),
+                method: "ReportHeld",
+                type: .unary
+            )
+        }
         /// Descriptors for all methods in the "hallmark.agent.v1.AgentAPI" service.
         public static let descriptors: [GRPCCore.MethodDescriptor] = [
             AttestAgent.descriptor,
@@ -122,7 +135,8 @@ public enum AgentAPI_AgentAPI: Sendable {
             BatchNewX509SVID.descriptor,
             NewJWTSVID.descriptor,
             ReattestChallenge.descriptor,
-            Reattest.descriptor
+            Reattest.descriptor,
+            ReportHeld.descriptor
         ]
     }
 }
@@ -250,6 +264,20 @@ extension AgentAPI_AgentAPI {
             request: GRPCCore.StreamingServerRequest<AgentAPI_ReattestRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReattestResponse>
+
+        /// Handle the "ReportHeld" method.
+        ///
+        /// - Parameters:
+        ///   - request: A streaming request of `AgentAPI_ReportHeldRequest` messages.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A streaming response of `AgentAPI_ReportHeldResponse` messages.
+        func reportHeld(
+            request: GRPCCore.StreamingServerRequest<AgentAPI_ReportHeldRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReportHeldResponse>
     }
 
     /// Service protocol for the "hallmark.agent.v1.AgentAPI" service.
@@ -361,6 +389,20 @@ extension AgentAPI_AgentAPI {
             request: GRPCCore.ServerRequest<AgentAPI_ReattestRequest>,
             context: GRPCCore.ServerContext
         ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReattestResponse>
+
+        /// Handle the "ReportHeld" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReportHeldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A response containing a single `AgentAPI_ReportHeldResponse` message.
+        func reportHeld(
+            request: GRPCCore.ServerRequest<AgentAPI_ReportHeldRequest>,
+            context: GRPCCore.ServerContext
+        ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReportHeldResponse>
     }
 
     /// Simple service protocol for the "hallmark.agent.v1.AgentAPI" service.
@@ -472,6 +514,20 @@ extension AgentAPI_AgentAPI {
             request: AgentAPI_ReattestRequest,
             context: GRPCCore.ServerContext
         ) async throws -> AgentAPI_ReattestResponse
+
+        /// Handle the "ReportHeld" method.
+        ///
+        /// - Parameters:
+        ///   - request: A `AgentAPI_ReportHeldRequest` message.
+        ///   - context: Context providing information about the RPC.
+        /// - Throws: Any error which occurred during the processing of the request. Thrown errors
+        ///     of type `RPCError` are mapped to appropriate statuses. All other errors are converted
+        ///     to an internal error.
+        /// - Returns: A `AgentAPI_ReportHeldResponse` to respond with.
+        func reportHeld(
+            request: AgentAPI_ReportHeldRequest,
+            context: GRPCCore.ServerContext
+        ) async throws -> AgentAPI_ReportHeldResponse
     }
 }
 
@@ -556,6 +612,17 @@ extension AgentAPI_AgentAPI.StreamingServiceProtocol {
                 )
             }
         )
+        router.registerHandler(
+            forMethod: AgentAPI_AgentAPI.Method.ReportHeld.descriptor,
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReportHeldRequest>(),
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReportHeldResponse>(),
+            handler: { request, context in
+                try await self.reportHeld(
+                    request: request,
+                    context: context
+                )
+            }
+        )
     }
 }
 
@@ -622,6 +689,17 @@ extension AgentAPI_AgentAPI.ServiceProtocol {
         context: GRPCCore.ServerContext
     ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReattestResponse> {
         let response = try await self.reattest(
+            request: GRPCCore.ServerRequest(stream: request),
+            context: context
+        )
+        return GRPCCore.StreamingServerResponse(single: response)
+    }
+
+    public func reportHeld(
+        request: GRPCCore.StreamingServerRequest<AgentAPI_ReportHeldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.StreamingServerResponse<AgentAPI_ReportHeldResponse> {
+        let response = try await self.reportHeld(
             request: GRPCCore.ServerRequest(stream: request),
             context: context
         )
@@ -724,6 +802,19 @@ extension AgentAPI_AgentAPI.SimpleServiceProtocol {
     ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReattestResponse> {
         return GRPCCore.ServerResponse<AgentAPI_ReattestResponse>(
             message: try await self.reattest(
+                request: request.message,
+                context: context
+            ),
+            metadata: [:]
+        )
+    }
+
+    public func reportHeld(
+        request: GRPCCore.ServerRequest<AgentAPI_ReportHeldRequest>,
+        context: GRPCCore.ServerContext
+    ) async throws -> GRPCCore.ServerResponse<AgentAPI_ReportHeldResponse> {
+        return GRPCCore.ServerResponse<AgentAPI_ReportHeldResponse>(
+            message: try await self.reportHeld(
                 request: request.message,
                 context: context
             ),
@@ -876,6 +967,25 @@ extension AgentAPI_AgentAPI {
             deserializer: some GRPCCore.MessageDeserializer<AgentAPI_ReattestResponse>,
             options: GRPCCore.CallOptions,
             onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReattestResponse>) async throws -> Result
+        ) async throws -> Result where Result: Sendable
+
+        /// Call the "ReportHeld" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReportHeldRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReportHeldRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_ReportHeldResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        func reportHeld<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReportHeldRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReportHeldRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_ReportHeldResponse>,
+            options: GRPCCore.CallOptions,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReportHeldResponse>) async throws -> Result
         ) async throws -> Result where Result: Sendable
     }
 
@@ -1104,6 +1214,36 @@ extension AgentAPI_AgentAPI {
                 onResponse: handleResponse
             )
         }
+
+        /// Call the "ReportHeld" method.
+        ///
+        /// - Parameters:
+        ///   - request: A request containing a single `AgentAPI_ReportHeldRequest` message.
+        ///   - serializer: A serializer for `AgentAPI_ReportHeldRequest` messages.
+        ///   - deserializer: A deserializer for `AgentAPI_ReportHeldResponse` messages.
+        ///   - options: Options to apply to this RPC.
+        ///   - handleResponse: A closure which handles the response and returns its result to
+        ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+        ///       already finished.
+        /// - Returns: The result of `handleResponse`.
+        public func reportHeld<Result>(
+            request: GRPCCore.ClientRequest<AgentAPI_ReportHeldRequest>,
+            serializer: some GRPCCore.MessageSerializer<AgentAPI_ReportHeldRequest>,
+            deserializer: some GRPCCore.MessageDeserializer<AgentAPI_ReportHeldResponse>,
+            options: GRPCCore.CallOptions = .defaults,
+            onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReportHeldResponse>) async throws -> Result = { response in
+                try response.message
+            }
+        ) async throws -> Result where Result: Sendable {
+            try await self.client.unary(
+                request: request,
+                descriptor: AgentAPI_AgentAPI.Method.ReportHeld.descriptor,
+                serializer: serializer,
+                deserializer: deserializer,
+                options: options,
+                onResponse: handleResponse
+            )
+        }
     }
 }
 
@@ -1280,6 +1420,31 @@ extension AgentAPI_AgentAPI.ClientProtocol {
             request: request,
             serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReattestRequest>(),
             deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReattestResponse>(),
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReportHeld" method.
+    ///
+    /// - Parameters:
+    ///   - request: A request containing a single `AgentAPI_ReportHeldRequest` message.
+    ///   - options: Options to apply to this RPC.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportHeld<Result>(
+        request: GRPCCore.ClientRequest<AgentAPI_ReportHeldRequest>,
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReportHeldResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        try await self.reportHeld(
+            request: request,
+            serializer: GRPCProtobuf.ProtobufSerializer<AgentAPI_ReportHeldRequest>(),
+            deserializer: GRPCProtobuf.ProtobufDeserializer<AgentAPI_ReportHeldResponse>(),
             options: options,
             onResponse: handleResponse
         )
@@ -1487,6 +1652,35 @@ extension AgentAPI_AgentAPI.ClientProtocol {
             metadata: metadata
         )
         return try await self.reattest(
+            request: request,
+            options: options,
+            onResponse: handleResponse
+        )
+    }
+
+    /// Call the "ReportHeld" method.
+    ///
+    /// - Parameters:
+    ///   - message: request message to send.
+    ///   - metadata: Additional metadata to send, defaults to empty.
+    ///   - options: Options to apply to this RPC, defaults to `.defaults`.
+    ///   - handleResponse: A closure which handles the response and returns its result to
+    ///       the caller. Returning from the closure will cancel the RPC if it hasn't
+    ///       already finished.
+    /// - Returns: The result of `handleResponse`.
+    public func reportHeld<Result>(
+        _ message: AgentAPI_ReportHeldRequest,
+        metadata: GRPCCore.Metadata = [:],
+        options: GRPCCore.CallOptions = .defaults,
+        onResponse handleResponse: @Sendable @escaping (GRPCCore.ClientResponse<AgentAPI_ReportHeldResponse>) async throws -> Result = { response in
+            try response.message
+        }
+    ) async throws -> Result where Result: Sendable {
+        let request = GRPCCore.ClientRequest<AgentAPI_ReportHeldRequest>(
+            message: message,
+            metadata: metadata
+        )
+        return try await self.reportHeld(
             request: request,
             options: options,
             onResponse: handleResponse

@@ -514,6 +514,31 @@ public nonisolated struct AgentAPI_NewJWTSVIDResponse: Sendable {
   public init() {}
 }
 
+/// The X.509 authorities (subject key identifiers, hex) that the SVIDs the agent holds for its
+/// workloads chain to, sent at the start of each session and whenever the set changes, so that a
+/// revoke of a key that workloads still depend on can be refused.
+public nonisolated struct AgentAPI_ReportHeldRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var x509AuthorityIds: [String] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct AgentAPI_ReportHeldResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "hallmark.agent.v1"
@@ -1558,6 +1583,55 @@ nonisolated extension AgentAPI_NewJWTSVIDResponse: SwiftProtobuf.Message, SwiftP
   public static func ==(lhs: AgentAPI_NewJWTSVIDResponse, rhs: AgentAPI_NewJWTSVIDResponse) -> Bool {
     if lhs.token != rhs.token {return false}
     if lhs.expiresAt != rhs.expiresAt {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension AgentAPI_ReportHeldRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportHeldRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}x509_authority_ids\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedStringField(value: &self.x509AuthorityIds) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.x509AuthorityIds.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.x509AuthorityIds, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: AgentAPI_ReportHeldRequest, rhs: AgentAPI_ReportHeldRequest) -> Bool {
+    if lhs.x509AuthorityIds != rhs.x509AuthorityIds {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension AgentAPI_ReportHeldResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ReportHeldResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: AgentAPI_ReportHeldResponse, rhs: AgentAPI_ReportHeldResponse) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
