@@ -79,7 +79,8 @@ let package = Package(
         // Wire types of the admin and agent APIs, shared by the server, the agent and the CLI.
         .target(name: "HallmarkProto", dependencies: grpc, swiftSettings: strict),
         // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
-        .target(name: "HallmarkPeerCredentials", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")] + transport, swiftSettings: strict),
+        .target(name: "HallmarkPeerCredentials", dependencies: ["CHallmarkLinux", .product(name: "GRPCCore", package: "grpc-swift-2")] + transport, swiftSettings: strict),
+        .target(name: "CHallmarkLinux"),
         // Small shared mechanisms of the server and the agent.
         .target(name: "HallmarkSupport", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")], swiftSettings: strict),
         // Selectors, attestor and verifier types, join tokens.

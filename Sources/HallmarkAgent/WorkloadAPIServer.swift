@@ -181,6 +181,8 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
     private var needsFlush = false
     /// Checks, while the connection is open, that its process still runs what it ran at accept.
     private var watch: RepeatedTask?
+    /// Ends the connection's calls the moment its process exits (a pidfd, where the kernel has one).
+    private var exitWatch: ProcessExits.Watch?
     private let limits: WorkloadAPILimits
     /// Set when the connection is over a limit: its first call is answered with this, then it closes.
     private let refusal: CallStatus?
@@ -217,9 +219,16 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
             }
         }
         // A process that exits or execs another program loses its streams within a second, even
-        // when nothing changes to push (a bounded poll: works on every kernel).
+        // when nothing changes to push (a bounded poll: works on every kernel, and exec leaves no
+        // other trace); an exit ends them at once where the kernel has pidfds.
         watch = loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             connection.value.checkProcess()
+        }
+        if let peer, let exits = ProcessExits.shared {
+            exitWatch = exits.watch(pid: peer.pid, startTime: peer.startTime) {
+                loop.execute { connection.value.checkProcess() }
+            }
+            if exitWatch == nil { loop.execute { connection.value.checkProcess() } }
         }
         if subscription == nil {
             // Connected after the broadcast finished: the agent is shutting down.
@@ -243,6 +252,8 @@ final class WorkloadAPIConnection: ChannelInboundHandler {
         subscription = nil
         watch?.cancel()
         watch = nil
+        exitWatch?.cancel()
+        exitWatch = nil
         deadline?.cancel()
         deadline = nil
         idleTimer?.cancel()
