@@ -2,8 +2,21 @@
 // testing channels: HTTP/2 frames out, frames in, header blocks through HPACK in order.
 
 import Foundation
+@testable import HallmarkAgent
+import Logging
 import NIOCore
 import NIOHPACK
+
+/// A Workload API service over an empty cache, with no server behind it.
+func testWorkloadAPIService(attestor: UnixWorkloadAttestor = UnixWorkloadAttestor(), limits: WorkloadAPILimits = WorkloadAPILimits()) -> WorkloadAPIService {
+    let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+    let cache = AgentCache()
+    return WorkloadAPIService(
+        cache: cache, attestor: attestor,
+        link: ServerLink(config: AgentConfig(dataDir: "/nonexistent", serverHost: "127.0.0.1", serverPort: 1, socketPath: "/nonexistent/socket"), cache: cache, logger: logger),
+        logger: logger, jwtMints: .init(limits.jwtMintsPerUID)
+    )
+}
 
 struct H2TestClient {
     struct Frame {

@@ -61,13 +61,7 @@ struct ProcessExitTests {
     @Test("a connection whose process exits has its open call refused and is closed, without the periodic check")
     func connectionEnds() async throws {
         let child = try Self.sleeper()
-        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-        let cache = AgentCache()
-        let service = WorkloadAPIService(
-            cache: cache, attestor: UnixWorkloadAttestor(),
-            link: ServerLink(config: AgentConfig(dataDir: "/nonexistent", serverHost: "127.0.0.1", serverPort: 1, socketPath: "/nonexistent/socket"), cache: cache, logger: logger),
-            logger: logger, jwtMints: .init(WorkloadAPILimits().jwtMintsPerUID)
-        )
+        let service = testWorkloadAPIService()
         let loop = NIOAsyncTestingEventLoop()
         let channel = NIOAsyncTestingChannel(loop: loop)
         try await loop.executeInContext {

@@ -22,13 +22,7 @@ struct WorkloadAPILimitsTests {
 
         init(limits: WorkloadAPILimits = WorkloadAPILimits(), refusal: CallStatus? = nil) throws {
             channel = EmbeddedChannel(loop: loop)
-            let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-            let cache = AgentCache()
-            let service = WorkloadAPIService(
-                cache: cache, attestor: UnixWorkloadAttestor(),
-                link: ServerLink(config: AgentConfig(dataDir: "/nonexistent", serverHost: "127.0.0.1", serverPort: 1, socketPath: "/nonexistent/socket"), cache: cache, logger: logger),
-                logger: logger, jwtMints: .init(limits.jwtMintsPerUID)
-            )
+            let service = testWorkloadAPIService(limits: limits)
             try channel.pipeline.syncOperations.addHandlers([
                 NIOHTTP2Handler(mode: .server, initialSettings: [HTTP2Setting(parameter: .maxConcurrentStreams, value: limits.streamsPerConnection)]),
                 WorkloadAPIConnection(service: service, peer: nil, limits: limits, refusal: refusal),

@@ -27,13 +27,7 @@ struct WorkloadDigestTests {
         let hashing = DispatchQueue(label: "test.executable-digest")
         hashing.suspend()
         let attestor = UnixWorkloadAttestor(hashing: hashing)
-        let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-        let cache = AgentCache()
-        let service = WorkloadAPIService(
-            cache: cache, attestor: attestor,
-            link: ServerLink(config: AgentConfig(dataDir: "/nonexistent", serverHost: "127.0.0.1", serverPort: 1, socketPath: "/nonexistent/socket"), cache: cache, logger: logger),
-            logger: logger, jwtMints: .init(WorkloadAPILimits().jwtMintsPerUID)
-        )
+        let service = testWorkloadAPIService(attestor: attestor)
         let loop = NIOAsyncTestingEventLoop()
         let channel = NIOAsyncTestingChannel(loop: loop)
         try await loop.executeInContext {
