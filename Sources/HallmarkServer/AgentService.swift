@@ -39,11 +39,24 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         /// Changes of what an agent reports holding: each is a database write. A rotation changes
         /// it once or twice; this many is far beyond any honest agent.
         let reports: RateLimiter<String>
+        /// Refusals audited: the first for each agent and limit, then one a minute, so that an
+        /// agent held at its limit cannot make the audit log grow as fast as it asks.
+        let audited: RateLimiter<String>
 
         init(_ config: ServerConfig, clock: @escaping @Sendable () -> Date = { Date() }) {
             x509 = RateLimiter(config.agentX509Limit, clock: clock)
             jwt = RateLimiter(config.agentJWTLimit, clock: clock)
             reports = RateLimiter(.init(rate: 1, burst: 20), clock: clock)
+            audited = RateLimiter(.init(rate: 1.0 / 60, burst: 1), clock: clock)
+        }
+
+        /// The audit record of a refusal by `limit`, unless one for this agent and limit was written in the last minute.
+        func auditRecord(_ agent: SPIFFEID, _ action: String, _ target: String, _ message: String, at time: Date) -> AuditEvent? {
+            guard audited.take("\(agent) \(action)") == nil else { return nil }
+            return AuditEvent(
+                time: time, callerUID: -1, action: action, target: target, result: "refused",
+                detail: "\(message) (further refusals of \(agent) by this limit within a minute are not audited)"
+            )
         }
 
         static func refusal(_ agent: SPIFFEID, _ what: String, _ limiter: RateLimiter<String>, _ flags: String, retryIn wait: TimeInterval) -> String {
@@ -273,9 +286,12 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     continue
                 }
                 if let wait = signing.x509.take(node.spiffeID.description) {
-                    // Not audited one by one: a refusal signs nothing, and the agent asks again.
+                    // Audited at most once a minute per agent: a refusal signs nothing, and the agent asks again.
                     result.statusCode = Int32(RPCError.Code.resourceExhausted.rawValue)
                     result.statusMessage = SigningLimits.refusal(node.spiffeID, "X509-SVIDs", signing.x509, "--agent-x509-rate, --agent-x509-burst", retryIn: wait)
+                    if let record = signing.auditRecord(node.spiffeID, "x509.issue", entry.spiffeID.description, result.statusMessage, at: time) {
+                        audit.append(record)
+                    }
                     limited += 1
                     results.append(result)
                     continue
@@ -309,10 +325,11 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 throw RPCError(code: .permissionDenied, message: "entry \(request.message.entryID) is not authorised for \(node.spiffeID)")
             }
             if let wait = signing.jwt.take(node.spiffeID.description) {
-                throw RPCError(
-                    code: .resourceExhausted,
-                    message: SigningLimits.refusal(node.spiffeID, "JWT-SVIDs", signing.jwt, "--agent-jwt-rate, --agent-jwt-burst", retryIn: wait)
-                )
+                let message = SigningLimits.refusal(node.spiffeID, "JWT-SVIDs", signing.jwt, "--agent-jwt-rate, --agent-jwt-burst", retryIn: wait)
+                if let record = signing.auditRecord(node.spiffeID, "jwt.issue", entry.spiffeID.description, message, at: now()) {
+                    try await store.appendAudit([record])
+                }
+                throw RPCError(code: .resourceExhausted, message: message)
             }
             let ttl = entry.jwtSVIDTTL == 0 ? config.defaultJWTSVIDTTL : TimeInterval(entry.jwtSVIDTTL)
             let time = now()

@@ -166,5 +166,13 @@ struct AgentRateLimitTests {
         #expect(third.status != 0)
         #expect(third.stderr.contains("resourceExhausted") && third.stderr.contains("--agent-jwt-rate"), "\(third.stderr)")
         #expect(third.stderr.contains(agent.spiffeID), "the refusal does not name the agent: \(third.stderr)")
+        let fourth = try agent.workload(["jwt", "fetch", "--audience", "spiffe://example.org/four", "--spiffe-id", "spiffe://example.org/w1"])
+        #expect(fourth.status != 0)
+
+        // Refusals are audited, but an agent held at its limit adds one record a minute, not one a call.
+        let records = try JSONSerialization.jsonObject(with: Data(try server.hallmark(["audit", "show", "--output", "json"]).stdout.utf8)) as? [[String: Any]] ?? []
+        let refusals = records.filter { ($0["result"] as? String) == "refused" && (($0["detail"] as? String) ?? "").contains("are limited to") }
+        #expect(refusals.filter { $0["action"] as? String == "jwt.issue" }.count == 1, "\(refusals)")
+        #expect(refusals.filter { $0["action"] as? String == "x509.issue" }.count == 1, "\(refusals)")
     }
 }
