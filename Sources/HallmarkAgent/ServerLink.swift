@@ -22,6 +22,9 @@ final class ServerLink: Sendable {
     private let logger: Logger
     /// The client of the current session, for the Workload API's JWT requests.
     private let current = Mutex<AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>?>(nil)
+    /// The agent SVID renewed in this session, once the server has signed it: from then on the
+    /// previous one is superseded, so whatever ends the session, the next one uses this.
+    private let renewedIdentity = Mutex<X509SVID?>(nil)
     /// The authorities last reported as held in this session (nil: not yet reported).
     private let reported = Mutex<Set<String>?>(nil)
 
@@ -259,6 +262,22 @@ final class ServerLink: Sendable {
 
     /// One mTLS session. Returns the agent SVID to use next (renewed or the same).
     private func session(_ identity: X509SVID) async throws -> X509SVID {
+        renewedIdentity.withLock { $0 = nil }
+        do {
+            return try await run(session: identity)
+        } catch {
+            // The server re-issued the agent's SVID and then something else ended the session —
+            // typically the entry stream, whose next check finds the old SVID superseded. That is
+            // not the server refusing the agent: go on with the renewed SVID.
+            if let renewed = renewedIdentity.withLock({ $0 }) {
+                logger.info("the session ended after the agent SVID was renewed; continuing with the renewed one", metadata: ["reason": "\(Self.reason(error))"])
+                return renewed
+            }
+            throw error
+        }
+    }
+
+    private func run(session identity: X509SVID) async throws -> X509SVID {
         let cache = self.cache
         let transport = try transport(
             certificate: identity.leaf.derBytes, key: try identity.privateKeyDER(),
@@ -417,6 +436,7 @@ final class ServerLink: Sendable {
         let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
         let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
         let renewed = try X509SVID(certificates: chain, privateKey: key)
+        renewedIdentity.withLock { $0 = renewed }
         try AgentIdentity.save(renewed, config)
         logger.info("renewed the agent SVID", metadata: ["expires": "\(renewed.expiresAt)", "reason": "\(reason)"])
         throw Renewed(svid: renewed)

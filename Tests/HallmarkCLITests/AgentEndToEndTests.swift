@@ -318,3 +318,25 @@ struct AgentEndToEndTests {
         #expect(audit.stdout.contains("\"refused\""))
     }
 }
+
+@Suite("agent renewal under change", .serialized)
+struct AgentRenewalRaceTests {
+    @Test("an agent renewing its own SVID while entries keep changing never loses its identity")
+    func renewalWhileEntriesChange() throws {
+        // A 4 s agent SVID is renewed about every half second; every entry change makes the server
+        // check the agent's entry stream against its current SVID, so each renewal races a check.
+        let server = try TestServer(arguments: ["--agent-svid-ttl", "4"])
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let end = Date().addingTimeInterval(12)
+        var index = 0
+        while Date() < end {
+            try agent.register("/churn/\(index)", selectors: ["unix:uid:4242"])
+            index += 1
+        }
+        #expect(agent.log.components(separatedBy: "renewed the agent SVID").count > 5, "the agent did not renew often enough to race")
+        #expect(!agent.log.contains("no longer accepts this agent"), "the agent dropped its identity: \(agent.log.suffix(3000))")
+        _ = try agent.waitForSVID("spiffe://example.org/svc", timeout: 10)
+    }
+}
