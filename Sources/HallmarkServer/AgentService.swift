@@ -224,10 +224,16 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
 
     /// Writes a node changed from `read`; a node withdrawn since it was read is refused as no longer attested.
     func updateNode(_ node: AttestedNode, read: AttestedNode, audit: AuditEvent) async throws {
+        try await asRead(node.spiffeID) { try await store.updateAttestedNode(node, expectedSerial: read.serialNumber, audit: audit) }
+    }
+
+    /// Runs a compare-and-swap write of a node; the store's refusal (evicted, banned or renewed since
+    /// it was read) becomes the agent's PERMISSION_DENIED.
+    func asRead(_ id: SPIFFEID, _ write: () async throws -> Void) async throws {
         do {
-            try await store.updateAttestedNode(node, expectedSerial: read.serialNumber, audit: audit)
+            try await write()
         } catch let error as StoreError where error.code == .notFound || error.code == .conflict {
-            throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested as it was (evicted, banned or renewed meanwhile)")
+            throw RPCError(code: .permissionDenied, message: "agent: \(id) is no longer attested as it was (evicted, banned or renewed meanwhile)")
         }
     }
 
@@ -375,11 +381,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     message: "changes of what \(node.spiffeID) holds are limited to \(signing.reports.limit); retry in \(RateLimiter<String>.describe(wait: wait))"
                 )
             }
-            do {
-                try await store.setHeldAuthorities(node.spiffeID, held, expectedSerial: node.serialNumber)
-            } catch let error as StoreError where error.code == .notFound || error.code == .conflict {
-                throw RPCError(code: .permissionDenied, message: "agent: \(node.spiffeID) is no longer attested as it was (evicted, banned or renewed meanwhile)")
-            }
+            try await asRead(node.spiffeID) { try await store.setHeldAuthorities(node.spiffeID, held, expectedSerial: node.serialNumber) }
             return ServerResponse(message: AgentAPI_ReportHeldResponse())
         }
     }
