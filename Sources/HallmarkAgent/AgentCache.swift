@@ -20,20 +20,21 @@ public struct HeldSVID: Sendable, Equatable {
     public let expiresAt: Date
     /// Key identifiers of the authorities above the leaf (one or two: an array is smaller than a set).
     public internal(set) var issuerKeyIDs: [String]
+    /// When the agent received it. The CA backdates notBefore (for clocks that lag), so a
+    /// short-lived SVID's half-life by its dates alone can come before it even arrived.
+    public let receivedAt: Date
 
-    /// - Parameter chainDER: the chain as received, when at hand (saves serialising it again).
-    public init(_ svid: X509SVID, chainDER: [UInt8]? = nil) throws {
+    /// - Parameters:
+    ///   - chainDER: the chain as received, when at hand (saves serialising it again).
+    ///   - receivedAt: when the agent received it (now, by the agent's clock).
+    public init(_ svid: X509SVID, chainDER: [UInt8]? = nil, receivedAt: Date) throws {
+        self.receivedAt = receivedAt
         self.chainDER = chainDER ?? svid.chainDER
         privateKeyDER = try svid.privateKeyDER()
         id = svid.id
         notBefore = svid.leaf.notValidBefore
         expiresAt = svid.expiresAt
         issuerKeyIDs = svid.issuerKeyIDs.sorted()
-    }
-
-    /// Past half of its life at `time`: due for renewal.
-    func isDue(at time: Date) -> Bool {
-        time >= notBefore.addingTimeInterval(expiresAt.timeIntervalSince(notBefore) / 2)
     }
 }
 
@@ -158,15 +159,26 @@ public final class AgentCache: Sendable {
 
     private static func signingKey(_ entry: AgentAPI_Entry) -> String { "\(entry.id)#\(entry.revisionNumber)" }
 
-    /// Entries whose SVID has passed half of its life (or is missing), unless being signed now.
-    public func due(at time: Date) -> [AgentAPI_Entry] {
+    /// What the renewal loop decides by: every entry that wants an SVID, with the one held, and
+    /// the tainted authorities.
+    func rotationState() -> (entries: [RotationPlanner.Entry], tainted: Set<String>) {
         state.withLock { state in
-            state.entries.filter { entry in
-                guard Self.wantsSVID(entry), !state.signing.contains(Self.signingKey(entry)) else { return false }
-                guard let svid = state.svids[entry.id]?.svid else { return true }
-                return svid.isDue(at: time)
+            let entries = state.entries.filter(Self.wantsSVID).map { entry in
+                RotationPlanner.Entry(
+                    id: entry.id,
+                    svid: state.svids[entry.id].map {
+                        .init(notBefore: $0.svid.notBefore, expiresAt: $0.svid.expiresAt, issuerKeyIDs: $0.svid.issuerKeyIDs, receivedAt: $0.svid.receivedAt)
+                    },
+                    signing: state.signing.contains(Self.signingKey(entry))
+                )
             }
+            return (entries, state.tainted)
         }
+    }
+
+    /// The entries with these IDs, in the server's order.
+    func entries(withIDs ids: Set<String>) -> [AgentAPI_Entry] {
+        state.withLock { state in state.entries.filter { ids.contains($0.id) } }
     }
 
     public var bundle: SPIFFEBundle? { state.withLock { $0.bundle } }

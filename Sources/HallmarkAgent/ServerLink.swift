@@ -20,6 +20,8 @@ final class ServerLink: Sendable {
     private let config: AgentConfig
     private let cache: AgentCache
     private let logger: Logger
+    /// The time rotation is decided by.
+    private let clock: @Sendable () -> Date
     /// The client of the current session, for the Workload API's JWT requests.
     private let current = Mutex<AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>?>(nil)
     /// The agent SVID renewed in this session, once the server has signed it: from then on the
@@ -28,10 +30,11 @@ final class ServerLink: Sendable {
     /// The authorities last reported as held in this session (nil: not yet reported).
     private let reported = Mutex<Set<String>?>(nil)
 
-    init(config: AgentConfig, cache: AgentCache, logger: Logger) {
+    init(config: AgentConfig, cache: AgentCache, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
         self.config = config
         self.cache = cache
         self.logger = logger
+        self.clock = clock
     }
 
     var client: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>? { current.withLock { $0 } }
@@ -363,7 +366,7 @@ final class ServerLink: Sendable {
                 do {
                     let chain = try result.chain.map { try Certificate(derEncoded: Array($0)) }
                     let svid = try X509SVID(certificates: chain, privateKey: key, hint: "")
-                    signed.append((result.entryID, revision, try HeldSVID(svid, chainDER: result.chain.flatMap { Array($0) })))
+                    signed.append((result.entryID, revision, try HeldSVID(svid, chainDER: result.chain.flatMap { Array($0) }, receivedAt: clock())))
                 } catch {
                     logger.error("the server returned an unusable SVID", metadata: ["entry": "\(result.entryID)", "error": "\(error)"])
                 }
@@ -396,22 +399,40 @@ final class ServerLink: Sendable {
     }
 
     /// Renews workload SVIDs and the agent's own at half of their life, or at once when their
-    /// authority is tainted.
+    /// authority is tainted, as ``RotationPlanner`` decides; between decisions it sleeps until the
+    /// time the plan names or until the cache changes (a new SVID, entry or taint).
     private func rotate(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, identity: X509SVID) async throws {
-        let start = identity.leaf.notValidBefore
-        let agentHalfLife = start.addingTimeInterval(identity.expiresAt.timeIntervalSince(start) / 2)
+        // Received, for this decision, when this session began with it (at the latest).
+        let agent = RotationPlanner.Held(
+            notBefore: identity.leaf.notValidBefore, expiresAt: identity.expiresAt, issuerKeyIDs: Array(identity.issuerKeyIDs), receivedAt: clock()
+        )
+        let planner = RotationPlanner()
+        var attempts: [String: Date] = [:]
+        guard let changes = cache.changes.waiter() else { return }
         while true {
-            try await Task.sleep(for: .milliseconds(500))
-            let now = Date()
-            let due = cache.due(at: now)
-            if !due.isEmpty {
-                logger.info("renewing SVIDs at half-life", metadata: ["count": "\(due.count)"])
-                try await sign(due, api)
+            try Task.checkCancellation()
+            let now = clock()
+            let (entries, tainted) = cache.rotationState()
+            let plan = planner.plan(entries: entries, agent: agent, tainted: tainted, attempts: attempts, now: now)
+            if plan.renewAgent {
+                try await renewOwnSVID(api, reason: agent.issuerKeyIDs.contains(where: tainted.contains) ? "its authority is tainted" : "half-life")
+            }
+            if !plan.renew.isEmpty {
+                // Only entries still without a good SVID need their last attempt remembered.
+                let unsettled = Set(entries.filter { $0.svid.map { $0.issuerKeyIDs.contains(where: tainted.contains) } ?? true }.map(\.id))
+                attempts = attempts.filter { unsettled.contains($0.key) }
+                for id in plan.renew { attempts[id] = now }
+                let atHalfLife = plan.renew.count - unsettled.intersection(plan.renew).count
+                if atHalfLife > 0 { logger.info("renewing SVIDs at half-life", metadata: ["count": "\(atHalfLife)"]) }
+                if atHalfLife < plan.renew.count {
+                    logger.info("asking for missing or tainted SVIDs", metadata: ["count": "\(plan.renew.count - atHalfLife)"])
+                }
+                try await sign(cache.entries(withIDs: Set(plan.renew)), api)
                 await reportHeld(api)
+                continue
             }
-            if now >= agentHalfLife || cache.isTainted(identity) {
-                try await renewOwnSVID(api, reason: cache.isTainted(identity) ? "its authority is tainted" : "half-life")
-            }
+            // Sleep until the next SVID is due, or until the cache changes; whichever is first.
+            await changes.wait(timeout: plan.next.map { .seconds(max(0, $0.timeIntervalSince(now))) })
         }
     }
 

@@ -75,6 +75,70 @@ public final class Broadcast: Sendable {
 
     public var subscriberCount: Int { state.withLock { $0.subscribers.count } }
 
+    /// A subscription to wait on: it remembers whether anything changed since it was last waited
+    /// on, so that no change between two waits is missed.
+    /// - Returns: nil when the broadcast has finished.
+    public func waiter() -> Waiter? {
+        let waiter = Waiter()
+        guard let id = subscribe(.callback { [weak waiter] _ in waiter?.fire() }) else { return nil }
+        waiter.cancelSubscription = { [weak self] in self?.unsubscribe(id) }
+        return waiter
+    }
+
+    public final class Waiter: @unchecked Sendable {
+        private struct State {
+            var changed = false
+            var continuation: CheckedContinuation<Void, Never>?
+        }
+        private let state = Mutex(State())
+        // Set once, before the waiter is handed out.
+        fileprivate var cancelSubscription: @Sendable () -> Void = {}
+
+        deinit { cancelSubscription() }
+
+        fileprivate func fire() {
+            let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                state.changed = true
+                defer { state.continuation = nil }
+                return state.continuation
+            }
+            continuation?.resume()
+        }
+
+        /// Returns once something has changed since the last wait (at once if it already has), or
+        /// when `timeout` has passed, or when the broadcast finishes or the task is cancelled.
+        public func wait(timeout: Duration?) async {
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.changed() }
+                if let timeout { group.addTask { try? await Task.sleep(for: timeout) } }
+                await group.next()
+                group.cancelAll()
+            }
+            state.withLock { $0.changed = false }
+        }
+
+        private func changed() async {
+            await withTaskCancellationHandler {
+                await withCheckedContinuation { continuation in
+                    // A cancellation that came before the continuation was stored found none to
+                    // resume: checked again here, under the same lock.
+                    let already = state.withLock { state -> Bool in
+                        if state.changed || Task.isCancelled { return true }
+                        state.continuation = continuation
+                        return false
+                    }
+                    if already { continuation.resume() }
+                }
+            } onCancel: {
+                let continuation = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                    defer { state.continuation = nil }
+                    return state.continuation
+                }
+                continuation?.resume()
+            }
+        }
+    }
+
     /// Runs `body` once now and once per later burst of changes, until the RPC is cancelled, the
     /// broadcast is finished, or `body` throws.
     public func forEachChange(_ body: () async throws -> Void) async throws {
