@@ -11,7 +11,7 @@ public enum JoinToken {
     /// A new random token: 32 bytes as lower-case hex.
     public static func generate() -> String {
         var generator = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &generator)) }.joined()
+        return Hex.encode((0..<32).map { _ in UInt8.random(in: 0...255, using: &generator) })
     }
 
     /// What the store keeps: the token's SHA-256, never the token.
@@ -21,7 +21,7 @@ public enum JoinToken {
 
     /// The token's public ID, derived from its hash: safe to log and to put in SPIFFE IDs.
     public static func id(of token: String) -> String {
-        hash(token).prefix(8).map { String(format: "%02x", $0) }.joined()
+        Hex.encode(hash(token).prefix(8))
     }
 
     /// The SPIFFE ID of an agent attested with a token: `spiffe://TD/hallmark/agent/join-token/<token id>`.

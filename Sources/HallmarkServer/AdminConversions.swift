@@ -85,6 +85,6 @@ extension Admin_AuditRecord {
         target = record.event.target
         result = record.event.result
         detail = record.event.detail
-        hash = record.hash.map { String(format: "%02x", $0) }.joined()
+        hash = Hex.encode(record.hash)
     }
 }
