@@ -73,7 +73,12 @@ def test_after_taint_the_watcher_holds_an_svid_from_the_new_key_within_10_s(stac
         latest = watch.since(seen)[-1]
         bundle = latest.x509_bundle_set.get_bundle_for_trust_domain(latest.default_svid.spiffe_id.trust_domain)
         assert len(bundle.x509_authorities) == 2
-        stack.server.cli("authority", "x509", "revoke", "--authority-id", old)
+        # The revoke is refused until the agent has told the server that its workloads' SVIDs moved to
+        # the new key, a moment after the watcher sees them: ask until it goes through.
+        wait_until(
+            lambda: stack.server.cli("authority", "x509", "revoke", "--authority-id", old, check=False).returncode == 0,
+            timeout=15, interval=0.1,
+        )
         wait_until(lambda: any(
             len(c.x509_bundle_set.get_bundle_for_trust_domain(c.default_svid.spiffe_id.trust_domain).x509_authorities) == 1
             for c in watch.since(seen)
