@@ -24,11 +24,11 @@ final class ServerLink: Sendable {
     private let clock: @Sendable () -> Date
     /// The client of the current session, for the Workload API's JWT requests.
     private let current = Mutex<AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>?>(nil)
-    /// The agent SVID renewed in this session, once the server has signed it: from then on the
-    /// previous one is superseded, so whatever ends the session, the next one uses this.
-    private let renewedIdentity = Mutex<X509SVID?>(nil)
-    /// The authorities last reported as held in this session (nil: not yet reported).
-    private let reported = Mutex<Set<String>?>(nil)
+    /// The renewal of the agent SVID begun in this session. Once the server has signed it, the
+    /// previous SVID is superseded, so whatever ends the session, the next one uses the renewed
+    /// one; the renewal runs on even when the session's tasks are cancelled, and the session
+    /// waits for its outcome before deciding what ended it.
+    private let renewal = Mutex<Task<X509SVID, any Error>?>(nil)
 
     init(config: AgentConfig, cache: AgentCache, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
         self.config = config
@@ -265,14 +265,15 @@ final class ServerLink: Sendable {
 
     /// One mTLS session. Returns the agent SVID to use next (renewed or the same).
     private func session(_ identity: X509SVID) async throws -> X509SVID {
-        renewedIdentity.withLock { $0 = nil }
+        renewal.withLock { $0 = nil }
         do {
             return try await run(session: identity)
         } catch {
             // The server re-issued the agent's SVID and then something else ended the session —
-            // typically the entry stream, whose next check finds the old SVID superseded. That is
-            // not the server refusing the agent: go on with the renewed SVID.
-            if let renewed = renewedIdentity.withLock({ $0 }) {
+            // typically the entry stream, whose next check finds the old SVID superseded, and
+            // whose refusal can arrive before the renewal's answer. That is not the server
+            // refusing the agent: go on with the renewed SVID.
+            if let renewing = renewal.withLock({ $0 }), let renewed = try? await renewing.value {
                 logger.info("the session ended after the agent SVID was renewed; continuing with the renewed one", metadata: ["reason": "\(Self.reason(error))"])
                 return renewed
             }
@@ -290,11 +291,11 @@ final class ServerLink: Sendable {
             try await withGRPCClient(transport: transport) { grpc in
                 let api = AgentAPI_AgentAPI.Client(wrapping: grpc)
                 self.current.withLock { $0 = api }
-                self.reported.withLock { $0 = nil }
                 defer { self.current.withLock { $0 = nil } }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask { try await self.follow(api, identity: identity) }
                     group.addTask { try await self.rotate(api, identity: identity) }
+                    group.addTask { try await self.reportHeld(api) }
                     if self.config.tpm != nil || self.config.gpu != nil {
                         group.addTask { try await self.reattest(api) }
                     }
@@ -320,11 +321,12 @@ final class ServerLink: Sendable {
                     try? AgentIdentity.saveBundle(bundle, self.config)
                 }
                 let needed = self.cache.update(entries: message.entries, bundle: bundle, tainted: Set(message.taintedAuthorityIds))
-                // The agent's own SVID first: once its authority is revoked, nothing else can be asked for.
-                if self.cache.isTainted(identity) { try await self.renewOwnSVID(api, reason: "its authority is tainted") }
+                // The agent's own SVID first: the rotation loop, woken by this update, renews it and
+                // restarts the session, which signs these then. Renewed only there: two renewals at
+                // once supersede each other, and the loser's refusal would read as an eviction.
+                if self.cache.isTainted(identity) { continue }
                 self.logger.debug("entries from the server", metadata: ["entries": "\(message.entries.count)", "to_sign": "\(needed.count)"])
                 try await self.sign(needed, api)
-                await self.reportHeld(api)
             }
         }
         throw AgentError("agent: the server closed the entry stream")
@@ -428,7 +430,6 @@ final class ServerLink: Sendable {
                     logger.info("asking for missing or tainted SVIDs", metadata: ["count": "\(plan.renew.count - atHalfLife)"])
                 }
                 try await sign(cache.entries(withIDs: Set(plan.renew)), api)
-                await reportHeld(api)
                 continue
             }
             // Sleep until the next SVID is due, or until the cache changes; whichever is first.
@@ -436,29 +437,40 @@ final class ServerLink: Sendable {
         }
     }
 
-    /// Tells the server which authorities the held workload SVIDs chain to, when that changed, so
-    /// that it refuses to revoke a key they still depend on. A refused report is tried again at
-    /// the next change or renewal; it never ends the session.
-    private func reportHeld(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async {
-        let held = cache.heldAuthorityIDs
-        guard reported.withLock({ $0 }) != held else { return }
-        do {
+    /// Tells the server which authorities the held workload SVIDs chain to, whenever that changes,
+    /// so that it refuses to revoke a key they still depend on (see ``HeldReporter``). A refused
+    /// report never ends the session.
+    private func reportHeld(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>) async throws {
+        guard let changes = cache.changes.waiter() else { return }
+        let cache = self.cache, logger = self.logger
+        let reporter = HeldReporter(held: { cache.heldAuthorityIDs }) { held in
             _ = try await api.reportHeld(AgentAPI_ReportHeldRequest.with { $0.x509AuthorityIds = held.sorted() })
-            reported.withLock { $0 = held }
-        } catch {
-            logger.warning("could not tell the server which authorities the held SVIDs come from; trying again later", metadata: ["error": "\(error)"])
+        }
+        try await reporter.run(changes: changes) { error, retry in
+            logger.warning(
+                "could not tell the server which authorities the held SVIDs come from; trying again",
+                metadata: ["error": "\(error)", "retry_in": "\(retry)"]
+            )
         }
     }
 
-    /// Renews the agent's own SVID and restarts the session with it.
+    /// Renews the agent's own SVID and restarts the session with it. Only the rotation loop
+    /// calls it, so there is one renewal at a time.
     private func renewOwnSVID(_ api: AgentAPI_AgentAPI.Client<HTTP2ClientTransport.Posix>, reason: String) async throws -> Never {
-        let request = try SVIDRequest()
-        let (key, csr) = (request.privateKey, request.csr)
-        let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
-        let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
-        let renewed = try X509SVID(certificates: chain, privateKey: key)
-        renewedIdentity.withLock { $0 = renewed }
-        try AgentIdentity.save(renewed, config)
+        let config = self.config
+        // Not a child of the session: cancelling the session's tasks must not lose the answer to
+        // a renewal the server may already have committed.
+        let renewing = Task { () async throws -> X509SVID in
+            let request = try SVIDRequest()
+            let (key, csr) = (request.privateKey, request.csr)
+            let response = try await api.renewAgent(AgentAPI_RenewAgentRequest.with { $0.csr = Data(csr) })
+            let chain = try response.svidChain.map { try Certificate(derEncoded: Array($0)) }
+            let renewed = try X509SVID(certificates: chain, privateKey: key)
+            try AgentIdentity.save(renewed, config)
+            return renewed
+        }
+        renewal.withLock { $0 = renewing }
+        let renewed = try await renewing.value
         logger.info("renewed the agent SVID", metadata: ["expires": "\(renewed.expiresAt)", "reason": "\(reason)"])
         throw Renewed(svid: renewed)
     }

@@ -199,6 +199,38 @@ struct RevocationEndToEndTests {
         #expect(try SPIFFEBundle(trustDomain: TrustDomain("example.org"), json: Data(spiffe.utf8)).x509Authorities.count == 1)
     }
 
+    @Test("taint after taint: the agent renews its own SVID once per taint, is never refused, and each old key can then be revoked")
+    func taintCycles() async throws {
+        // Each taint reaches the agent's entry stream and its renewal loop at the same moment; the
+        // agent must renew once, keep its identity, and report its workloads moved to the new key.
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        try agent.register("/batch", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let watcher = try Watcher(socket: agent.socket)
+        try await watcher.waitFor("the first SVIDs") { $0.ids.count == 2 }
+        let cycles = 6
+        for cycle in 1...cycles {
+            let (old, new) = try rotate(server, "x509")
+            let seen = watcher.count
+            #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", old]).status == 0)
+            try await watcher.waitFor(after: seen, timeout: 10, "SVIDs from the new key (cycle \(cycle))") { message in
+                message.ids.count == 2 && message.context.svids.allSatisfy { $0.issuerKeyIDs.contains(new) && !$0.issuerKeyIDs.contains(old) }
+            }
+            var revoked = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+            let deadline = Date().addingTimeInterval(10)
+            while revoked.status != 0, Date() < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+                revoked = try server.hallmark(["authority", "x509", "revoke", "--authority-id", old])
+            }
+            #expect(revoked.status == 0, "cycle \(cycle): \(revoked.stderr)")
+        }
+        #expect(!agent.log.contains("no longer accepts this agent"), "the agent dropped its identity: \(agent.log.suffix(3000))")
+        #expect(!server.log.contains("action=agent.renew code=permissionDenied"), "a second renewal raced the first: \(server.log.suffix(3000))")
+        #expect(agent.log.components(separatedBy: "renewed the agent SVID").count - 1 == cycles, "\(agent.log.suffix(3000))")
+    }
+
     @Test("taint then revoke at once: refused while the agent holds an SVID from the key; it keeps its identity; --force cuts it off")
     func revokeAtOnce() async throws {
         let server = try TestServer()
