@@ -60,3 +60,16 @@ enum AgentIdentity {
         )
     }
 }
+
+extension Certificate.PrivateKey {
+    func derBytes() throws -> [UInt8] {
+        try PEMDocument(pemString: serializeAsPEM().pemString).derBytes
+    }
+
+    /// The attestation challenge, signed ECDSA with SHA-256 (DER), as the server expects.
+    func signChallenge(_ nonce: [UInt8]) throws -> [UInt8] {
+        let pem = try serializeAsPEM().pemString
+        let key = try P256.Signing.PrivateKey(pemRepresentation: pem)
+        return Array(try key.signature(for: SHA256.hash(data: nonce)).derRepresentation)
+    }
+}

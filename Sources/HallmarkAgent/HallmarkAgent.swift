@@ -44,7 +44,7 @@ public struct HallmarkAgent: Service {
         let workloadAPI = try await WorkloadAPIServer.bind(
             socketPath: socketPath,
             service: WorkloadAPIService(
-                cache: cache, attestor: UnixWorkloadAttestor(), link: link, logger: logger,
+                cache: cache, attestor: UnixWorkloadAttestor(), minter: link, logger: logger,
                 jwtMints: RateLimiter(config.workloadAPI.jwtMintsPerUID)
             ),
             limits: config.workloadAPI

@@ -14,6 +14,26 @@ import SPIFFE
 import SPIFFEWorkloadAPI
 import SwiftProtobuf
 
+/// What the Workload API reads of the agent's cache: the SVIDs a caller's selectors are issued,
+/// the bundle, the JWT-SVIDs already minted, and a broadcast of every change.
+protocol WorkloadIdentityView: Sendable {
+    var changes: Broadcast { get }
+    var bundle: SPIFFEBundle? { get }
+    /// The bundle's X.509 authorities, DER concatenated (empty before the first bundle).
+    var x509BundleDER: Data { get }
+    func identities(matching selectors: Set<Selector>) -> [CachedIdentity]
+    func jwt(entryID: String, audience: [String], at time: Date) -> String?
+    func storeJWT(entryID: String, audience: [String], token: String, issuedAt: Date, expiresAt: Date)
+}
+
+extension AgentCache: WorkloadIdentityView {}
+
+/// Signs JWT-SVIDs the cache does not hold: the server, through the agent's current session.
+protocol JWTMinter: Sendable {
+    /// - Throws: RPCError(.unavailable) when the server cannot be reached now.
+    func mintJWTSVID(entryID: String, audience: [String]) async throws -> (token: String, expiresAt: Date)
+}
+
 struct WorkloadAPIService: Sendable {
     /// The five methods, by their names in the gRPC path `/SpiffeWorkloadAPI/NAME`.
     enum Method: String, Sendable {
@@ -38,9 +58,9 @@ struct WorkloadAPIService: Sendable {
         }
     }
 
-    let cache: AgentCache
+    let cache: any WorkloadIdentityView
     let attestor: UnixWorkloadAttestor
-    let link: ServerLink
+    let minter: any JWTMinter
     let logger: Logger
     /// Signatures the server is asked for on behalf of each uid (JWT-SVIDs not in the cache).
     let jwtMints: RateLimiter<UInt32>
@@ -201,18 +221,9 @@ struct WorkloadAPIService: Sendable {
                         message: "new JWT-SVIDs for uid \(peer.uid) are limited to \(jwtMints.limit) (--workload-jwt-mint-rate, --workload-jwt-mint-burst); cached ones are still served; retry in \(RateLimiter<UInt32>.describe(wait: wait))"
                     )
                 }
-                guard let client = link.client else {
-                    throw RPCError(code: .unavailable, message: "the agent cannot reach the server to sign a JWT-SVID; retry")
-                }
-                let response = try await client.newJWTSVID(AgentAPI_NewJWTSVIDRequest.with {
-                    $0.entryID = identity.entryID
-                    $0.audience = audience
-                })
-                token = response.token
-                cache.storeJWT(
-                    entryID: identity.entryID, audience: audience, token: token, issuedAt: now,
-                    expiresAt: Date(timeIntervalSince1970: TimeInterval(response.expiresAt))
-                )
+                let minted = try await minter.mintJWTSVID(entryID: identity.entryID, audience: audience)
+                token = minted.token
+                cache.storeJWT(entryID: identity.entryID, audience: audience, token: token, issuedAt: now, expiresAt: minted.expiresAt)
             }
             svids.append(WorkloadAPI_JWTSVID.with {
                 $0.spiffeID = identity.spiffeID.description

@@ -2,20 +2,27 @@
 // testing channels: HTTP/2 frames out, frames in, header blocks through HPACK in order.
 
 import Foundation
+import GRPCCore
 @testable import HallmarkAgent
 import Logging
 import NIOCore
 import NIOHPACK
 
-/// A Workload API service over an empty cache, with no server behind it.
-func testWorkloadAPIService(attestor: UnixWorkloadAttestor = UnixWorkloadAttestor(), limits: WorkloadAPILimits = WorkloadAPILimits()) -> WorkloadAPIService {
+/// A Workload API service over `cache` (empty by default), minting JWT-SVIDs with `minter` (by
+/// default, none: the server is unreachable).
+func testWorkloadAPIService(
+    attestor: UnixWorkloadAttestor = UnixWorkloadAttestor(), limits: WorkloadAPILimits = WorkloadAPILimits(),
+    cache: AgentCache = AgentCache(), minter: any JWTMinter = UnreachableServer()
+) -> WorkloadAPIService {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-    let cache = AgentCache()
-    return WorkloadAPIService(
-        cache: cache, attestor: attestor,
-        link: ServerLink(config: AgentConfig(dataDir: "/nonexistent", serverHost: "127.0.0.1", serverPort: 1, socketPath: "/nonexistent/socket"), cache: cache, logger: logger),
-        logger: logger, jwtMints: .init(limits.jwtMintsPerUID)
-    )
+    return WorkloadAPIService(cache: cache, attestor: attestor, minter: minter, logger: logger, jwtMints: .init(limits.jwtMintsPerUID))
+}
+
+/// A JWT minter for an agent that has no session with its server.
+struct UnreachableServer: JWTMinter {
+    func mintJWTSVID(entryID: String, audience: [String]) async throws -> (token: String, expiresAt: Date) {
+        throw RPCError(code: .unavailable, message: "the agent cannot reach the server to sign a JWT-SVID; retry")
+    }
 }
 
 struct H2TestClient {
