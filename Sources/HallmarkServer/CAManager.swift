@@ -1,8 +1,8 @@
-// Owns the CA keys, one journal of X.509 and one of JWT authorities, with SPIRE's life of a key:
-// the next key is prepared (and published in the bundle) at half of the active key's life and
-// activated at five sixths of it; old keys stay in the bundle until a grace period after they
-// expire. Admins may prepare and activate early, taint an old key (agents replace everything it
-// signed) and revoke a tainted one (it leaves the bundle). Time comes from an injected clock.
+// Owns the CA keys, one journal of X.509 and one of JWT authorities, and carries out what the
+// KeySlotPlanner (HallmarkCA) decides of their life, SPIRE's: prepared at half of the active key's
+// life, activated at five sixths, in the bundle until a grace period after expiry; taint and
+// revoke by an admin, under the planner's rules. Each step is journalled in the store and
+// audited. Time comes from an injected clock.
 
 public import Foundation
 import Crypto
@@ -18,6 +18,7 @@ public actor CAManager {
     private let store: any Store
     private let logger: Logger
     private let clock: @Sendable () -> Date
+    private let planner: KeySlotPlanner
     private var x509: [String: X509CA] = [:]
     private var jwt: [String: JWTSigningKey] = [:]
     private var records: [AuthorityRecord] = []
@@ -33,6 +34,7 @@ public actor CAManager {
         self.store = store
         self.logger = logger
         self.clock = clock
+        planner = KeySlotPlanner(gracePeriod: config.bundleGracePeriod)
     }
 
     /// Loads the journal and its keys, then brings the slots up to date with the clock.
@@ -55,7 +57,7 @@ public actor CAManager {
                 jwt[record.authorityID] = JWTSigningKey(keyID: record.authorityID, privateKey: try KeyFile.readP256(keyPath), notAfter: record.notAfter)
             }
         }
-        published = Set(publishedRecords(at: now).map(\.authorityID))
+        published = planner.published(slots(nil), at: now)
         try await tick()
     }
 
@@ -71,89 +73,61 @@ public actor CAManager {
 
     // MARK: The clock's part
 
-    /// Prepares and activates keys as their time comes, and notices keys leaving the bundle.
+    /// Carries out what the key-slot planner finds due: prepares and activates keys as their
+    /// time comes, and forgets keys that left the bundle.
     /// - Returns: whether anything agents should hear about changed (signing key or bundle).
     @discardableResult
     public func tick() async throws -> Bool {
         let now = clock()
         var changed = false
         for kind in AuthorityRecord.Kind.allCases {
-            let active = record(kind, .active).flatMap { $0.notAfter > now ? $0 : nil }
-            guard let active else {
-                // Nothing signs: use the prepared key at once, or make one.
-                var next = record(kind, .prepared).flatMap { $0.notAfter > now ? $0 : nil }
-                if next == nil { next = try await prepareKey(kind, now: now, callerUID: -1) }
-                if let next { try await activateKey(next, now: now, callerUID: -1) }
-                changed = true
-                continue
-            }
-            let life = active.notAfter.timeIntervalSince(active.notBefore)
-            let age = now.timeIntervalSince(active.notBefore)
-            if record(kind, .prepared) == nil, age >= life / 2 {
-                _ = try await prepareKey(kind, now: now, callerUID: -1)
-                changed = true
-            }
-            if let prepared = record(kind, .prepared), age >= life * 5 / 6 {
-                try await activateKey(prepared, now: now, callerUID: -1)
+            // Each action changes the slots; the planner is asked again after each. Two suffice
+            // (prepare, then activate); the bound only guards against a planner that never settles.
+            for _ in 0..<4 {
+                guard let action = planner.decide(slots(kind), published: [], now: now).first else { break }
+                switch action {
+                case .prepare: _ = try await prepareKey(kind, now: now, callerUID: -1)
+                case .activate(let id): try await activateKey(try named(kind, id), now: now, callerUID: -1)
+                case .expire: break
+                }
                 changed = true
             }
         }
-        let visible = Set(publishedRecords(at: now).map(\.authorityID))
-        if visible != published {
-            for gone in published.subtracting(visible) {
+        let expired = planner.decide(slots(nil), published: published, now: now).compactMap { action -> String? in
+            if case .expire(let id) = action { id } else { nil }
+        }
+        if !expired.isEmpty {
+            for gone in expired {
                 logger.info("authority left the bundle after its grace period", metadata: ["authority_id": "\(gone)"])
                 x509[gone] = nil
                 jwt[gone] = nil
+                published.remove(gone)
             }
-            published = visible
             _ = try await store.nextBundleSequence()
             changed = true
         }
         return changed
     }
 
-    // MARK: Admin operations, with SPIRE's rules
+    // MARK: Admin operations, with SPIRE's rules (the planner's)
 
     /// Prepares the next key of a kind; it is published at once and signs nothing until activated.
     public func prepare(_ kind: AuthorityRecord.Kind, callerUID: Int64) async throws -> AuthorityRecord {
-        if let prepared = record(kind, .prepared) {
-            throw CAError("authority: \(prepared.authorityID) is already prepared; activate it before preparing another")
-        }
+        try planner.checkPrepare(slots(kind))
         return try await prepareKey(kind, now: clock(), callerUID: callerUID)
     }
 
     /// Activates the prepared key (which must be `authorityID` when one is named); the active one becomes old.
     public func activate(_ kind: AuthorityRecord.Kind, authorityID: String?, callerUID: Int64) async throws -> AuthorityRecord {
-        let target: AuthorityRecord
-        if let authorityID {
-            target = try named(kind, authorityID)
-            guard target.state == .prepared else {
-                throw CAError("authority: only a prepared authority can be activated; \(authorityID) is \(target.state.rawValue)")
-            }
-        } else {
-            guard let prepared = record(kind, .prepared) else {
-                throw CAError("authority: no \(kind.rawValue) authority is prepared; prepare one first")
-            }
-            target = prepared
-        }
-        guard target.notAfter > clock() else { throw CAError("authority: \(target.authorityID) expired at \(target.notAfter)") }
-        return try await activateKey(target, now: clock(), callerUID: callerUID)
+        if let authorityID { _ = try named(kind, authorityID) }
+        let target = try planner.activation(slots(kind), named: authorityID, kind: kind.rawValue, now: clock())
+        return try await activateKey(try named(kind, target.id), now: clock(), callerUID: callerUID)
     }
 
     /// Taints an old key: it stays trusted, but agents replace every SVID that chains to it.
     public func taint(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
         var target = try named(kind, authorityID)
-        switch target.state {
-        case .old: break
-        case .active:
-            throw CAError("authority: only an old authority can be tainted; \(authorityID) is active: prepare and activate another first")
-        case .prepared:
-            throw CAError("authority: only an old authority can be tainted; \(authorityID) is prepared and has signed nothing")
-        case .tainted:
-            throw CAError("authority: \(authorityID) is already tainted")
-        case .revoked:
-            throw CAError("authority: only an old authority can be tainted; \(authorityID) is revoked")
-        }
+        try planner.checkTaint(Self.slot(target))
         target.state = .tainted
         try await save(target, action: "taint", callerUID: callerUID, detail: "agents re-sign every SVID that chains to it")
         _ = try await store.nextBundleSequence()
@@ -164,9 +138,7 @@ public actor CAManager {
     /// Revokes a tainted key: it leaves the bundle, and nothing it signed validates any more.
     public func revoke(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
         var target = try named(kind, authorityID)
-        guard target.state == .tainted else {
-            throw CAError("authority: only a tainted authority can be revoked; \(authorityID) is \(target.state.rawValue): taint it first")
-        }
+        try planner.checkRevoke(Self.slot(target))
         if target.upstream {
             throw CAError("authority: \(authorityID) chains to the upstream CA, which is what the bundle holds; revoke it at the upstream CA")
         }
@@ -183,6 +155,16 @@ public actor CAManager {
     }
 
     // MARK: Key slots
+
+    /// The journal's keys of a kind (nil: of both), as the planner sees them.
+    private func slots(_ kind: AuthorityRecord.Kind?) -> [KeySlotPlanner.Slot] {
+        records.filter { kind == nil || $0.kind == kind }.map(Self.slot)
+    }
+
+    private static func slot(_ record: AuthorityRecord) -> KeySlotPlanner.Slot {
+        // The two enumerations name the same five states.
+        KeySlotPlanner.Slot(id: record.authorityID, state: KeySlotPlanner.State(rawValue: record.state.rawValue)!, notBefore: record.notBefore, notAfter: record.notAfter)
+    }
 
     private func record(_ kind: AuthorityRecord.Kind, _ state: AuthorityRecord.State) -> AuthorityRecord? {
         records.last { $0.kind == kind && $0.state == state }
@@ -304,9 +286,10 @@ public actor CAManager {
         records.filter { $0.state == .tainted }.map(\.authorityID)
     }
 
-    /// The journal's authorities that belong in the bundle: not revoked, not past expiry plus grace.
+    /// The journal's authorities that belong in the bundle.
     private func publishedRecords(at now: Date) -> [AuthorityRecord] {
-        records.filter { $0.state != .revoked && $0.notAfter.addingTimeInterval(config.bundleGracePeriod) > now }
+        let ids = planner.published(slots(nil), at: now)
+        return records.filter { ids.contains($0.authorityID) }
     }
 
     /// The trust bundle: every published authority's anchor and public key.
