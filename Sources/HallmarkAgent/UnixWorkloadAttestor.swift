@@ -5,6 +5,7 @@ import Crypto
 public import Foundation
 public import HallmarkAttestation
 public import HallmarkPeerCredentials
+import SPIFFE
 import Synchronization
 
 public final class UnixWorkloadAttestor: Sendable {

@@ -112,7 +112,7 @@ public struct X509CA: Sendable {
     }
 
     static func authorityID(for key: Certificate.PublicKey) -> String {
-        SubjectKeyIdentifier(hash: key).keyIdentifier.map { String(format: "%02x", $0) }.joined()
+        Hex.encode(SubjectKeyIdentifier(hash: key).keyIdentifier)
     }
 }
 

@@ -5,6 +5,7 @@
 
 public import Foundation
 import HallmarkAttestation
+import SPIFFE
 
 public enum GPUEvidenceSource: Sendable {
     case nvml

@@ -5,6 +5,7 @@
 public import Foundation
 import Crypto
 import HallmarkAttestation
+import SPIFFE
 import SwiftASN1
 public import X509
 

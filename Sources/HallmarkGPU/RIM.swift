@@ -6,6 +6,7 @@ import Foundation
 import HallmarkAttestation
 #if canImport(FoundationXML)
 import FoundationXML
+import SPIFFE
 #endif
 
 enum RIMSignature {

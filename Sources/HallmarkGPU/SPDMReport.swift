@@ -4,6 +4,7 @@
 
 public import Foundation
 import HallmarkAttestation
+import SPIFFE
 
 /// Evidence that could not be read, naming the field.
 public struct GPUEvidenceError: Error, Hashable, Sendable, CustomStringConvertible {
@@ -144,7 +145,7 @@ public struct SPDMReport: Hashable, Sendable {
     public var vbiosVersion: String? {
         guard let raw = opaque[Self.vbiosVersionType], raw.count == 8 else { return nil }
         let value = raw.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        return [24, 16, 8, 0, 32].map { String(format: "%02X", (value >> UInt64($0)) & 0xff) }.joined(separator: ".")
+        return [24, 16, 8, 0, 32].map { Hex.encode([UInt8(truncatingIfNeeded: value >> UInt64($0))]).uppercased() }.joined(separator: ".")
     }
 
     public var chipSKU: String? { string(15) }

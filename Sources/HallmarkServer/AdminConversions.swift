@@ -4,6 +4,7 @@ import Foundation
 import HallmarkAttestation
 public import HallmarkProto
 import HallmarkStore
+import SPIFFE
 
 extension EntryInput {
     public init(_ entry: Admin_Entry) {

@@ -390,7 +390,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let time = now()
             let chain: [Certificate]
             do {
-                chain = try await signer.signX509SVID(
+                chain = try await signer.issueVerifiedX509SVID(
                     X509SVIDParams(csr: Array(message.csr), spiffeID: id, dnsNames: message.dnsNames, ttl: TimeInterval(ttl), now: time)
                 )
             } catch let error as CAError {

@@ -24,7 +24,7 @@ final class ServerIdentity: Sendable {
 
     static func issue(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval) async throws -> X509SVID {
         let request = try SVIDRequest()
-        let chain = try await ca.activeX509().signX509SVID(
+        let chain = try await ca.activeX509().issueVerifiedX509SVID(
             X509SVIDParams(csr: request.csr, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
         )
         return try X509SVID(certificates: chain, privateKey: request.privateKey)

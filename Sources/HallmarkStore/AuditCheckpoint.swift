@@ -13,6 +13,7 @@ public import Crypto
 public import Foundation
 import HallmarkAttestation
 import HallmarkSupport
+import SPIFFE
 import SwiftASN1
 import X509
 

@@ -4,6 +4,7 @@
 
 public import Foundation
 import Crypto
+import SPIFFE
 import _CryptoExtras
 public import HallmarkAttestation
 import SwiftASN1

@@ -80,14 +80,10 @@ public struct X509SVID: Sendable {
     public var issuerKeyIDs: Set<String> {
         var ids: Set<String> = []
         for (index, certificate) in certificates.enumerated() {
-            if let aki = try? certificate.extensions.authorityKeyIdentifier?.keyIdentifier { ids.insert(Self.hex(aki)) }
-            if index > 0, let ski = try? certificate.extensions.subjectKeyIdentifier { ids.insert(Self.hex(ski.keyIdentifier)) }
+            if let aki = try? certificate.extensions.authorityKeyIdentifier?.keyIdentifier { ids.insert(Hex.encode(aki)) }
+            if index > 0, let ski = try? certificate.extensions.subjectKeyIdentifier { ids.insert(Hex.encode(ski.keyIdentifier)) }
         }
         return ids
-    }
-
-    private static func hex(_ bytes: some Sequence<UInt8>) -> String {
-        bytes.map { String(format: "%02x", $0) }.joined()
     }
 
     /// The chain as concatenated DER, leaf first.

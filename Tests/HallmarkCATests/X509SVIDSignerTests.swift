@@ -29,7 +29,7 @@ struct X509SVIDSignerTests {
     func profile(_ keyType: X509CA.KeyType) async throws {
         let ca = try X509CA.selfSigned(trustDomain: td, keyType: keyType, ttl: 86400, now: TestClock.now)
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
-        let chain = try await ca.signX509SVID(
+        let chain = try await ca.issueVerifiedX509SVID(
             X509SVIDParams(csr: try Self.csr(key), spiffeID: id, dnsNames: ["llama.example.org"], ttl: 3600, now: TestClock.now)
         )
         #expect(chain.count == 1)
@@ -174,7 +174,7 @@ struct X509SVIDSignerTests {
     @Test("the SPIFFE ID comes from the request, never the CSR's subject")
     func idFromRequest() async throws {
         let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
-        let chain = try await ca.signX509SVID(
+        let chain = try await ca.issueVerifiedX509SVID(
             X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now)
         )
         #expect(!chain[0].subject.description.contains("ignored"))
@@ -183,7 +183,7 @@ struct X509SVIDSignerTests {
     @Test("NotAfter is capped by the signing certificate")
     func cappedByCA() async throws {
         let ca = try X509CA.selfSigned(trustDomain: td, ttl: 600, now: TestClock.now)
-        let chain = try await ca.signX509SVID(
+        let chain = try await ca.issueVerifiedX509SVID(
             X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P384.Signing.PrivateKey())), spiffeID: id, ttl: 86400, now: TestClock.now)
         )
         #expect(chain[0].notValidAfter == ca.certificate.notValidAfter)
@@ -195,7 +195,7 @@ struct X509SVIDSignerTests {
         let csr = try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey()))
         var serials = Set<[UInt8]>()
         for _ in 0..<20 {
-            serials.insert(try await ca.signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))[0].serialNumber.bytes.map { $0 })
+            serials.insert(try await ca.issueVerifiedX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))[0].serialNumber.bytes.map { $0 })
         }
         #expect(serials.count == 20)
     }
@@ -208,7 +208,7 @@ struct X509SVIDSignerTests {
         )
         #expect(ca.isUpstreamSigned)
         #expect(ca.anchor == root.certificate)
-        let chain = try await ca.signX509SVID(
+        let chain = try await ca.issueVerifiedX509SVID(
             X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now)
         )
         #expect(chain == [chain[0], ca.certificate])
@@ -222,7 +222,7 @@ struct X509SVIDSignerTests {
         var csr = try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey()))
         csr[csr.count - 5] ^= 0x01
         let error = await #expect(throws: CAError.self) {
-            try await ca.signX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))
+            try await ca.issueVerifiedX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: 60, now: TestClock.now))
         }
         #expect(error?.message.contains("csr:") == true)
     }
@@ -232,13 +232,13 @@ struct X509SVIDSignerTests {
         let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
         let small = try _RSA.Signing.PrivateKey(unsafeKeySize: .init(bitCount: 1024))
         let error = await #expect(throws: CAError.self) {
-            try await ca.signX509SVID(
+            try await ca.issueVerifiedX509SVID(
                 X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(small), algorithm: .sha256WithRSAEncryption), spiffeID: id, ttl: 60, now: TestClock.now)
             )
         }
         #expect(error?.message.contains("at least 2048 bits") == true, "\(String(describing: error))")
         let big = try _RSA.Signing.PrivateKey(keySize: .bits2048)
-        let chain = try await ca.signX509SVID(
+        let chain = try await ca.issueVerifiedX509SVID(
             X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(big), algorithm: .sha256WithRSAEncryption), spiffeID: id, ttl: 60, now: TestClock.now)
         )
         #expect(chain[0].publicKey == Certificate.PrivateKey(big).publicKey)
@@ -248,15 +248,15 @@ struct X509SVIDSignerTests {
     func otherKeys() async throws {
         let ca = try X509CA.selfSigned(trustDomain: td, ttl: 86400, now: TestClock.now)
         let ed = try Self.csr(Certificate.PrivateKey(Curve25519.Signing.PrivateKey()), algorithm: .ed25519)
-        await #expect(throws: CAError.self) { try await ca.signX509SVID(X509SVIDParams(csr: ed, spiffeID: id, ttl: 60, now: TestClock.now)) }
-        await #expect(throws: CAError.self) { try await ca.signX509SVID(X509SVIDParams(csr: [0x30, 0x00], spiffeID: id, ttl: 60, now: TestClock.now)) }
+        await #expect(throws: CAError.self) { try await ca.issueVerifiedX509SVID(X509SVIDParams(csr: ed, spiffeID: id, ttl: 60, now: TestClock.now)) }
+        await #expect(throws: CAError.self) { try await ca.issueVerifiedX509SVID(X509SVIDParams(csr: [0x30, 0x00], spiffeID: id, ttl: 60, now: TestClock.now)) }
     }
 
     @Test("an expired CA issues nothing")
     func expiredCA() async throws {
         let ca = try X509CA.selfSigned(trustDomain: td, ttl: 600, now: TestClock.now)
         await #expect(throws: CAError.self) {
-            try await ca.signX509SVID(
+            try await ca.issueVerifiedX509SVID(
                 X509SVIDParams(csr: try Self.csr(Certificate.PrivateKey(P256.Signing.PrivateKey())), spiffeID: id, ttl: 60, now: TestClock.now.addingTimeInterval(3600))
             )
         }

@@ -117,7 +117,7 @@ struct CAManagerTests {
         _ = try await ca.tick()
         let signer = try await ca.activeX509()
         let request = try SVIDRequest()
-        let chain = try await signer.signX509SVID(
+        let chain = try await signer.issueVerifiedX509SVID(
             X509SVIDParams(csr: request.csr, spiffeID: try SPIFFEID(parsing: "spiffe://example.org/w"), ttl: 3600, now: fixture.clock.now)
         )
         #expect(chain[0].notValidAfter <= signer.certificate.notValidAfter)

@@ -66,7 +66,7 @@ extension X509CA {
     /// verifier before returning it parsed.
     ///
     /// - Throws: ``CAError`` as ``issueX509SVID(_:)``, or (a bug) when the result does not verify.
-    public func signX509SVID(_ params: X509SVIDParams) async throws -> [Certificate] {
+    public func issueVerifiedX509SVID(_ params: X509SVIDParams) async throws -> [Certificate] {
         let issued = try issueX509SVID(params)
         let bundle = X509Bundle(trustDomain: params.spiffeID.trustDomain, authorities: [anchor])
         do {
@@ -87,7 +87,7 @@ extension X509CA {
     public func selfTest(at now: Date) async throws {
         let request = try SVIDRequest()
         let trustDomain = try TrustDomain(Self.trustDomainName(of: certificate) ?? "hallmark.invalid")
-        _ = try await signX509SVID(
+        _ = try await issueVerifiedX509SVID(
             X509SVIDParams(csr: request.csr, spiffeID: SPIFFEID(trustDomain: trustDomain, path: "/hallmark/self-test"), ttl: 60, now: now)
         )
     }

@@ -18,7 +18,7 @@ public struct JWTSigningKey: Sendable {
 
     /// A new key with a random 32-character kid.
     public static func generate(notAfter: Date) -> JWTSigningKey {
-        let kid = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let kid = Hex.encode((0..<16).map { _ in UInt8.random(in: 0...255) })
         return JWTSigningKey(keyID: kid, privateKey: P256.Signing.PrivateKey(), notAfter: notAfter)
     }
 

@@ -1,8 +1,9 @@
-// Hex text for digests, nonces and keys in evidence, policies and selectors.
+// Hex text for key identifiers, digests, nonces and keys in evidence, policies and selectors:
+// one codec for every module of the package, not part of the library's public API.
 
-public enum Hex {
+package enum Hex {
     /// Lower-case hex of the bytes.
-    public static func encode(_ bytes: some Sequence<UInt8>) -> String {
+    package static func encode(_ bytes: some Sequence<UInt8>) -> String {
         bytes.map { byte in
             let digits = Array("0123456789abcdef".utf8)
             return String(decoding: [digits[Int(byte >> 4)], digits[Int(byte & 0x0f)]], as: UTF8.self)
@@ -10,7 +11,7 @@ public enum Hex {
     }
 
     /// The bytes of hex text (either case); nil when the length is odd or a character is not hex.
-    public static func decode(_ text: some StringProtocol) -> [UInt8]? {
+    package static func decode(_ text: some StringProtocol) -> [UInt8]? {
         let chars = Array(text.utf8)
         guard chars.count % 2 == 0 else { return nil }
         var bytes: [UInt8] = []
