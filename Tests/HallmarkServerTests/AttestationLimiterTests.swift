@@ -12,8 +12,8 @@ struct AttestationLimiterTests {
         let clock = ManualClock()
         let limiter = AttestationLimiter(limit: 10, window: 60, clock: clock.function)
         for attempt in 0..<10 {
-            #expect(await limiter.retryAfter("ipv4:10.0.0.1:\\(40000 + attempt)") == nil, "attempt \\(attempt)")
-            await limiter.recordFailure("ipv4:10.0.0.1:\\(40000 + attempt)")
+            #expect(await limiter.retryAfter("ipv4:10.0.0.1:\(40000 + attempt)") == nil, "attempt \(attempt)")
+            await limiter.recordFailure("ipv4:10.0.0.1:\(40000 + attempt)")
             clock.advance(by: 1)
         }
         // Another port of the same host is the same peer; another host is not.
