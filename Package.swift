@@ -68,14 +68,12 @@ let package = Package(
     targets: [
         // The SPIFFE core: IDs, bundles, SVIDs, verification, authorizers. Parsing only, no I/O.
         .target(name: "SPIFFE", dependencies: crypto, swiftSettings: strict),
-        // The SPIFFE Workload API: generated wire code, and the client built on it.
-        .target(name: "SPIFFEWorkloadAPI", dependencies: ["SPIFFE"] + grpc + transport, swiftSettings: strict),
-        // TLS by the SPIFFE rules: peer verification against bundles, the local SVID rotated in place.
-        .target(
-            name: "SPIFFETLS",
-            dependencies: ["SPIFFE", "SPIFFEWorkloadAPI", .product(name: "NIOCore", package: "swift-nio")] + tls + crypto + transport,
-            swiftSettings: strict
-        ),
+        // TLS by the SPIFFE rules: peer verification against bundles, the local SVID rotated in place;
+        // any source (files, or the Workload API's), no gRPC.
+        .target(name: "SPIFFETLS", dependencies: ["SPIFFE", .product(name: "NIOCore", package: "swift-nio")] + tls + crypto, swiftSettings: strict),
+        // The SPIFFE Workload API: generated wire code, the client built on it (X509Source, JWTSource),
+        // and SPIFFE mTLS from it for swift-nio-ssl and grpc-swift-2.
+        .target(name: "SPIFFEWorkloadAPI", dependencies: ["SPIFFE", "SPIFFETLS"] + grpc + transport + tls, swiftSettings: strict),
         // Wire types of the admin and agent APIs, shared by the server, the agent and the CLI.
         .target(name: "HallmarkProto", dependencies: grpc, swiftSettings: strict),
         // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
@@ -111,7 +109,7 @@ let package = Package(
             dependencies: ["SPIFFE", "HallmarkAttestation", "HallmarkSupport", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
             swiftSettings: strict
         ),
-        // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk.
+        // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk, and the key-slot planner (the CA keys' life).
         .target(name: "HallmarkCA", dependencies: ["SPIFFE", "HallmarkSupport"] + crypto, swiftSettings: strict),
         // The server: admin API, agent API, node attestation, entry stream, audit.
         .target(
@@ -124,7 +122,8 @@ let package = Package(
             ] + crypto + grpc + transport + tls,
             swiftSettings: strict
         ),
-        // The node agent: attestation client, entry sync, SVID cache and rotation, the Workload API.
+        // The node agent: node attestors (one per method), the agent-API client, entry sync, the SVID
+        // cache and rotation planner, the Workload API.
         .target(
             name: "HallmarkAgent",
             dependencies: [

@@ -1,10 +1,9 @@
 // The local certificate of a TLS endpoint, replaced on rotation without a restart: every new
-// handshake presents the SVID most recently given to `update`.
+// handshake presents the source's SVID as it is then (or the one most recently given to `update`).
 
 public import NIOCertificateReloading
 public import NIOSSL
 public import SPIFFE
-public import SPIFFEWorkloadAPI
 import Synchronization
 
 public final class SVIDCertificateReloader: CertificateReloader, Sendable {
@@ -15,11 +14,20 @@ public final class SVIDCertificateReloader: CertificateReloader, Sendable {
     }
 
     private let state: Mutex<Loaded>
-    private let following = Mutex<Task<Void, Never>?>(nil)
+    private let source: (any X509SVIDSource)?
 
+    /// Presents `svid` until ``update(_:)`` gives another.
     /// - Throws: when the SVID's certificates or key cannot be handed to BoringSSL.
     public init(_ svid: X509SVID) throws {
         state = Mutex(try Self.load(svid))
+        source = nil
+    }
+
+    /// Presents the source's SVID, and a new one from the first handshake after the source has it.
+    /// - Throws: when the source has no SVID yet, or it cannot be handed to BoringSSL.
+    public init(source: any X509SVIDSource) throws {
+        state = Mutex(try Self.load(try source.x509SVID()))
+        self.source = source
     }
 
     /// Presents `svid` on every handshake from now on.
@@ -28,24 +36,13 @@ public final class SVIDCertificateReloader: CertificateReloader, Sendable {
         state.withLock { $0 = loaded }
     }
 
-    /// Follows a source: each new default SVID is presented from the next handshake on.
-    public func follow(_ source: X509Source) {
-        let task = Task { [weak self] in
-            for await context in source.updates() {
-                guard let self, let svid = context.defaultSVID else { continue }
-                if svid.leaf != self.current.leaf { try? self.update(svid) }
-            }
-        }
-        following.withLock { $0?.cancel(); $0 = task }
-    }
-
-    deinit { following.withLock { $0?.cancel() } }
-
     /// The SVID presented now.
     public var current: X509SVID { state.withLock { $0.svid } }
 
     public var sslContextConfigurationOverride: NIOSSLContextConfigurationOverride {
-        state.withLock { loaded in
+        // Asked at every handshake: a rotated SVID is loaded once, by the first handshake after it.
+        if let source, let svid = try? source.x509SVID(), svid.leaf != current.leaf { try? update(svid) }
+        return state.withLock { loaded in
             var override = NIOSSLContextConfigurationOverride()
             override.certificateChain = loaded.chain.map { .certificate($0) }
             override.privateKey = .privateKey(loaded.key)

@@ -67,4 +67,30 @@ struct X509SourceEndToEndTests {
         }
         #expect(try grown.x509Bundle(for: TrustDomain("example.org")).authorities.count == 2)
     }
+
+    @Test("JWTSource: bundles from the stream validate a JWT-SVID it fetched; a new JWT key reaches the source")
+    func jwtSource() async throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        let source = try JWTSource(endpoint: agent.socket, backoff: .init(initial: .milliseconds(100), maximum: .seconds(1)))
+        defer { source.close() }
+        let first = try await source.waitForFirstUpdate(timeout: .seconds(10))
+        #expect(try first.jwtBundle(for: TrustDomain("example.org")).authorities.count == 1)
+        let fetched = try await source.fetchJWTSVID(audience: ["inference"])
+        #expect(fetched.spiffeID.description == "spiffe://example.org/svc")
+        let validated = try JWTSVID(parsing: fetched.token, bundles: source, audience: "inference")
+        #expect(validated.id.description == "spiffe://example.org/svc")
+        #expect(throws: SPIFFEError.self) { try JWTSVID(parsing: fetched.token, bundles: source, audience: "other") }
+
+        // A prepared JWT key is published: the source's bundles follow without a restart.
+        var updates = source.updates().makeAsyncIterator()
+        #expect(try server.hallmark(["authority", "jwt", "prepare"]).status == 0)
+        var count = 1
+        while count < 2, let bundles = await updates.next() {
+            count = try bundles.jwtBundle(for: TrustDomain("example.org")).authorities.count
+        }
+        #expect(count == 2)
+    }
 }

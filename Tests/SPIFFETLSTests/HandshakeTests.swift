@@ -53,15 +53,15 @@ struct HandshakeTests {
     /// Runs a handshake between a client and a server; returns both outcomes and the server's view of the client's ID.
     static func handshake(
         client: X509SVID, server: X509SVID, clientTrusts: [X509Bundle], serverTrusts: [X509Bundle],
-        serverAllows: Authorizer = .any, clientAllows: Authorizer = .any
+        serverAllows: Authorizer = .any, clientAllows: Authorizer = .any, serverContext given: SPIFFETLSContext? = nil
     ) async throws -> (client: HandshakeOutcome, server: HandshakeOutcome, peerSeenByServer: SPIFFEID?, refusals: [String]) {
         let refusals = Refusals()
         let clientContext = try SPIFFETLSContext(
             reloader: try SVIDCertificateReloader(client), bundles: { X509BundleSet(clientTrusts) }, authorizer: clientAllows, server: false,
             onRefusal: { refusals.add("client: \($0)") }, now: { now }
         )
-        let serverContext = try SPIFFETLSContext(
-            reloader: try SVIDCertificateReloader(server), bundles: { X509BundleSet(serverTrusts) }, authorizer: serverAllows, server: true,
+        let serverContext = try given ?? SPIFFETLSContext(
+            svids: StaticX509SVIDSource(server), bundles: X509BundleSet(serverTrusts), authorizer: serverAllows, server: true,
             onRefusal: { refusals.add("server: \($0)") }, now: { now }
         )
         let clientOutcome = HandshakeOutcome()
@@ -106,6 +106,31 @@ struct HandshakeTests {
         }
         // The channels are dropped, not closed: a TLS close would wait for the peer's close_notify.
         return (clientOutcome, serverOutcome, peer, refusals.all)
+    }
+
+    /// An SVID source whose SVID the test replaces, as a rotation does.
+    final class RotatingSource: X509SVIDSource {
+        let current: Mutex<X509SVID>
+        init(_ svid: X509SVID) { current = Mutex(svid) }
+        func x509SVID() throws -> X509SVID { current.withLock { $0 } }
+    }
+
+    @Test("any SVID source serves: a rotated SVID is presented from the next handshake of the same context, with no gRPC or Workload API")
+    func rotatingSource() async throws {
+        let gateway = try Self.svid(Self.root, id: "spiffe://example.org/gateway")
+        let source = RotatingSource(try Self.svid(Self.root, id: "spiffe://example.org/model-v1"))
+        let context = try SPIFFETLSContext(svids: source, bundles: X509BundleSet([Self.bundle]), authorizer: .any, server: true, now: { Self.now })
+        let v2 = try SPIFFEID(parsing: "spiffe://example.org/model-v2")
+        let before = try await Self.handshake(
+            client: gateway, server: gateway, clientTrusts: [Self.bundle], serverTrusts: [], clientAllows: .id(v2), serverContext: context
+        )
+        #expect(!before.client.completed, "the client expects v2; the server still presents v1")
+        source.current.withLock { $0 = try! Self.svid(Self.root, id: v2.description) }
+        let after = try await Self.handshake(
+            client: gateway, server: gateway, clientTrusts: [Self.bundle], serverTrusts: [], clientAllows: .id(v2), serverContext: context
+        )
+        #expect(after.client.completed && after.server.completed, "client: \(after.client.error ?? "-"), server: \(after.server.error ?? "-")")
+        #expect(context.reloader.current.id == v2)
     }
 
     static var bundle: X509Bundle { X509Bundle(trustDomain: try! TrustDomain("example.org"), authorities: [root.certificate]) }
