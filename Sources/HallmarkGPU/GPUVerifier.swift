@@ -12,10 +12,23 @@ public import X509
 /// The outcome of one check.
 public struct GPUCheck: Hashable, Sendable, Encodable {
     public enum Outcome: String, Hashable, Sendable, Encodable { case passed, failed, notChecked = "not-checked" }
+
+    /// The checks of the evidence itself, the same for every GPU. The RIMs' checks are named per
+    /// RIM ("rim.NAME.signature", …) and "rim.measurements".
+    public enum Name: String, Hashable, Sendable, CaseIterable {
+        case nonce, signature, certificateChain = "certificate-chain", fwid, revocation, claims
+
+        /// What attestation requires to hold whatever the RIMs say (they decide only gpu:rim:verified).
+        public static let evidence: [Name] = [.nonce, .signature, .certificateChain, .fwid]
+    }
+
     public let name: String
     public let outcome: Outcome
     public let detail: String
 
+    static func passed(_ name: Name, _ detail: String = "") -> GPUCheck { passed(name.rawValue, detail) }
+    static func failed(_ name: Name, _ detail: String) -> GPUCheck { failed(name.rawValue, detail) }
+    static func notChecked(_ name: Name, _ detail: String) -> GPUCheck { notChecked(name.rawValue, detail) }
     static func passed(_ name: String, _ detail: String = "") -> GPUCheck { GPUCheck(name: name, outcome: .passed, detail: detail) }
     static func failed(_ name: String, _ detail: String) -> GPUCheck { GPUCheck(name: name, outcome: .failed, detail: detail) }
     static func notChecked(_ name: String, _ detail: String) -> GPUCheck { GPUCheck(name: name, outcome: .notChecked, detail: detail) }
@@ -46,6 +59,7 @@ public struct GPUVerification: Sendable, Encodable {
     }
 
     public func check(_ name: String) -> GPUCheck? { checks.first { $0.name == name } }
+    public func check(_ name: GPUCheck.Name) -> GPUCheck? { check(name.rawValue) }
 }
 
 public struct GPUVerifier: Sendable {
@@ -73,11 +87,11 @@ public struct GPUVerifier: Sendable {
     ) async -> GPUVerification {
         var checks: [GPUCheck] = []
         checks.append(report.requestNonce == nonce
-            ? .passed("nonce", "the request carries the expected nonce")
-            : .failed("nonce", "the request's nonce \(Hex.encode(report.requestNonce)) is not the expected \(Hex.encode(nonce))"))
+            ? .passed(.nonce, "the request carries the expected nonce")
+            : .failed(.nonce, "the request's nonce \(Hex.encode(report.requestNonce)) is not the expected \(Hex.encode(nonce))"))
 
         guard let leaf = chain.first else {
-            checks.append(.failed("certificate-chain", "the chain is empty"))
+            checks.append(.failed(.certificateChain, "the chain is empty"))
             return GPUVerification(checks: checks, claims: nil)
         }
         // The signature over the request and the response, with the leaf's key.
@@ -85,11 +99,11 @@ public struct GPUVerifier: Sendable {
         if let key = P384.Signing.PublicKey(leaf.publicKey), let signature = try? P384.Signing.ECDSASignature(rawRepresentation: report.signature) {
             signatureOK = key.isValidSignature(signature, for: SHA384.hash(data: report.signedBytes))
             checks.append(signatureOK
-                ? .passed("signature", "ECDSA P-384 over SHA-384 of the request and response verifies with the leaf's key")
-                : .failed("signature", "the report's signature does not verify with the leaf certificate's key"))
+                ? .passed(.signature, "ECDSA P-384 over SHA-384 of the request and response verifies with the leaf's key")
+                : .failed(.signature, "the report's signature does not verify with the leaf certificate's key"))
         } else {
             signatureOK = false
-            checks.append(.failed("signature", "the leaf certificate's key is not ECDSA P-384"))
+            checks.append(.failed(.signature, "the leaf certificate's key is not ECDSA P-384"))
         }
 
         var intermediates = Array(chain.dropFirst())
@@ -106,36 +120,36 @@ public struct GPUVerifier: Sendable {
             let offPath = intermediates.filter { !path.contains($0) }
             if offPath.isEmpty {
                 verifiedPath = Array(path)
-                checks.append(.passed("certificate-chain", "\(path.count) certificates to the pinned root \(deviceRoot.subject)"))
+                checks.append(.passed(.certificateChain, "\(path.count) certificates to the pinned root \(deviceRoot.subject)"))
             } else {
                 let names = offPath.map { "\($0.subject)" }.joined(separator: "; ")
-                checks.append(.failed("certificate-chain", "the chain carries certificates that are not on the verified path to the pinned root: \(names)"))
+                checks.append(.failed(.certificateChain, "the chain carries certificates that are not on the verified path to the pinned root: \(names)"))
             }
         case .couldNotValidate(let failures):
             let reasons = failures.map { "\($0.policyFailureReason)" }
-            checks.append(.failed("certificate-chain", "the chain does not verify to the pinned root \(deviceRoot.subject): \(reasons.isEmpty ? "no path" : reasons.joined(separator: "; "))"))
+            checks.append(.failed(.certificateChain, "the chain does not verify to the pinned root \(deviceRoot.subject): \(reasons.isEmpty ? "no path" : reasons.joined(separator: "; "))"))
         }
 
         if let fwid = report.fwid {
             if let tcb = leaf.extensions[oid: Self.diceTCBInfo]?.value, tcb.count >= 48, Array(tcb.suffix(48)) == fwid {
-                checks.append(.passed("fwid", "the report's FWID matches the leaf certificate's DICE TCB Info"))
+                checks.append(.passed(.fwid, "the report's FWID matches the leaf certificate's DICE TCB Info"))
             } else {
-                checks.append(.failed("fwid", "the report's FWID does not match the leaf certificate's DICE TCB Info extension"))
+                checks.append(.failed(.fwid, "the report's FWID does not match the leaf certificate's DICE TCB Info extension"))
             }
         } else {
-            checks.append(.notChecked("fwid", "the report carries no FWID field"))
+            checks.append(.notChecked(.fwid, "the report carries no FWID field"))
         }
         checks.append(ocsp.isEmpty
-            ? .notChecked("revocation", "revocation needs NVIDIA's OCSP service; no OCSP response was given, so it was not checked")
+            ? .notChecked(.revocation, "revocation needs NVIDIA's OCSP service; no OCSP response was given, so it was not checked")
             : Self.revocation([leaf] + intermediates, root: deviceRoot, responses: ocsp, at: time))
 
         guard signatureOK, let path = verifiedPath else { return GPUVerification(checks: checks, claims: nil) }
         guard let driver = report.driverVersion, let vbios = report.vbiosVersion else {
-            checks.append(.failed("claims", "the report lacks the driver or VBIOS version field"))
+            checks.append(.failed(.claims, "the report lacks the driver or VBIOS version field"))
             return GPUVerification(checks: checks, claims: nil)
         }
         guard let ueid = Self.ueid(path) else {
-            checks.append(.failed("claims", "the leaf's issuer on the verified path carries no serialNumber (the device's UEID)"))
+            checks.append(.failed(.claims, "the leaf's issuer on the verified path carries no serialNumber (the device's UEID)"))
             return GPUVerification(checks: checks, claims: nil)
         }
         let claims = GPUClaims(
@@ -209,18 +223,18 @@ public struct GPUVerifier: Sendable {
     static func revocation(_ certificates: [Certificate], root: Certificate, responses: [[UInt8]], at time: Date) -> GPUCheck {
         let parsed: [OCSPStatus.Response]
         do { parsed = try responses.map(OCSPStatus.parse) } catch {
-            return .failed("revocation", "an OCSP response could not be read: \(error)")
+            return .failed(.revocation, "an OCSP response could not be read: \(error)")
         }
         for (index, certificate) in certificates.enumerated() {
             let issuer = index + 1 < certificates.count ? certificates[index + 1] : root
             switch OCSPStatus.status(of: certificate, issuer: issuer, in: parsed, at: time) {
             case .success(.good): continue
-            case .success(.revoked): return .failed("revocation", "\(certificate.subject) is revoked")
-            case .success(.unknown): return .failed("revocation", "the responder does not know \(certificate.subject)")
-            case .failure(let error): return .failed("revocation", error.message)
+            case .success(.revoked): return .failed(.revocation, "\(certificate.subject) is revoked")
+            case .success(.unknown): return .failed(.revocation, "the responder does not know \(certificate.subject)")
+            case .failure(let error): return .failed(.revocation, error.message)
             }
         }
-        return .passed("revocation", "\(certificates.count) certificates reported good by the given OCSP responses")
+        return .passed(.revocation, "\(certificates.count) certificates reported good by the given OCSP responses")
     }
 
     // MARK: Claims

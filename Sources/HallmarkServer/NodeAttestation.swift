@@ -108,7 +108,14 @@ extension AgentService {
         do {
             record = try await store.redeemJoinToken(hash: JoinToken.hash(token), at: now())
         } catch let error as StoreError {
-            let reason = error.code == .notFound ? "the join token is not known" : error.message.replacingOccurrences(of: "store: ", with: "")
+            // The reason from the code, never from the store's message text.
+            let id = JoinToken.id(of: token)
+            let reason = switch error.code {
+            case .notFound: "the join token is not known"
+            case .tokenUsed: "join token \(id) was already used"
+            case .tokenExpired: "join token \(id) has expired"
+            default: "join token \(id) cannot be redeemed (\(error.code))"
+            }
             throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
         }
         let id = try JoinToken.agentID(trustDomain: config.trustDomain, tokenID: record.id)
@@ -182,9 +189,9 @@ extension AgentService {
                 report: report, chain: chain, nonce: nonce, rims: gpu.rims.map { ($0.name, $0.xml) }, at: now()
             )
             // The evidence itself must hold; the RIMs decide only gpu:rim:verified.
-            for name in ["nonce", "signature", "certificate-chain", "fwid"] {
+            for name in GPUCheck.Name.evidence {
                 if let check = result.check(name), check.outcome == .failed {
-                    throw EvidenceRefusal("GPU \(index): \(name): \(check.detail)")
+                    throw EvidenceRefusal("GPU \(index): \(name.rawValue): \(check.detail)")
                 }
             }
             guard let claims = result.claims else {
