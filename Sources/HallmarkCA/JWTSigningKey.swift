@@ -31,10 +31,10 @@ public struct JWTSigningKey: Sendable {
     /// - Throws: ``CAError`` when the audience is empty or the key has expired.
     public func sign(spiffeID: SPIFFEID, audience: [String], ttl: TimeInterval, now: Date) throws -> (token: String, expiresAt: Date) {
         guard !audience.isEmpty, audience.allSatisfy({ !$0.isEmpty }) else {
-            throw CAError("jwt: at least one non-empty audience is required")
+            throw CAError(.invalidArgument, "jwt: at least one non-empty audience is required")
         }
         let expiry = min(now.addingTimeInterval(ttl), notAfter)
-        guard expiry > now else { throw CAError("jwt: the JWT authority \(keyID) expired at \(notAfter)") }
+        guard expiry > now else { throw CAError(.expired, "jwt: the JWT authority \(keyID) expired at \(notAfter)") }
         let expiresAt = Date(timeIntervalSince1970: expiry.timeIntervalSince1970.rounded(.down))
         let header: [String: JSONValue] = ["alg": .string("ES256"), "kid": .string(keyID), "typ": .string("JWT")]
         let claims: [String: JSONValue] = [

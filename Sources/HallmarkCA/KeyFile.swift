@@ -28,17 +28,17 @@ public enum KeyFile {
     /// Creates a directory with mode 0700 if it does not exist, tightens it if it does, and refuses
     /// one another user owns.
     public static func ensurePrivateDirectory(_ path: String) throws {
-        do { try PrivateFiles.ensurePrivateDirectory(path) } catch let error as PrivateFileError { throw CAError("ca: \(error.message)") }
+        do { try PrivateFiles.ensurePrivateDirectory(path) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)") }
     }
 
     private static func read(_ path: String) throws -> String {
         guard let data = FileManager.default.contents(atPath: path) else {
-            throw CAError("ca: cannot read the key file \(path)")
+            throw CAError(.invalidKey, "ca: cannot read the key file \(path)")
         }
         return String(decoding: data, as: UTF8.self)
     }
 
     private static func write(pem: String, to path: String) throws {
-        do { try PrivateFiles.write(pem, to: path, mode: 0o600) } catch let error as PrivateFileError { throw CAError("ca: \(error.message)") }
+        do { try PrivateFiles.write(pem, to: path, mode: 0o600) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)") }
     }
 }

@@ -83,7 +83,7 @@ public struct KeySlotPlanner: Sendable {
     /// Refuses an admin's prepare while a key is already prepared.
     public func checkPrepare(_ slots: [Slot]) throws(CAError) {
         if let prepared = slots.last(where: { $0.state == .prepared }) {
-            throw CAError("authority: \(prepared.id) is already prepared; activate it before preparing another")
+            throw CAError(.failedPrecondition, "authority: \(prepared.id) is already prepared; activate it before preparing another")
         }
     }
 
@@ -93,19 +93,19 @@ public struct KeySlotPlanner: Sendable {
         let target: Slot
         if let id {
             guard let named = slots.first(where: { $0.id == id }) else {
-                throw CAError("authority: no \(kind) authority with ID \(id)")
+                throw CAError(.notFound, "authority: no \(kind) authority with ID \(id)")
             }
             guard named.state == .prepared else {
-                throw CAError("authority: only a prepared authority can be activated; \(id) is \(named.state.rawValue)")
+                throw CAError(.failedPrecondition, "authority: only a prepared authority can be activated; \(id) is \(named.state.rawValue)")
             }
             target = named
         } else {
             guard let prepared = slots.last(where: { $0.state == .prepared }) else {
-                throw CAError("authority: no \(kind) authority is prepared; prepare one first")
+                throw CAError(.failedPrecondition, "authority: no \(kind) authority is prepared; prepare one first")
             }
             target = prepared
         }
-        guard target.notAfter > now else { throw CAError("authority: \(target.id) expired at \(target.notAfter)") }
+        guard target.notAfter > now else { throw CAError(.expired, "authority: \(target.id) expired at \(target.notAfter)") }
         return target
     }
 
@@ -114,20 +114,20 @@ public struct KeySlotPlanner: Sendable {
         switch slot.state {
         case .old: return
         case .active:
-            throw CAError("authority: only an old authority can be tainted; \(slot.id) is active: prepare and activate another first")
+            throw CAError(.failedPrecondition, "authority: only an old authority can be tainted; \(slot.id) is active: prepare and activate another first")
         case .prepared:
-            throw CAError("authority: only an old authority can be tainted; \(slot.id) is prepared and has signed nothing")
+            throw CAError(.failedPrecondition, "authority: only an old authority can be tainted; \(slot.id) is prepared and has signed nothing")
         case .tainted:
-            throw CAError("authority: \(slot.id) is already tainted")
+            throw CAError(.failedPrecondition, "authority: \(slot.id) is already tainted")
         case .revoked:
-            throw CAError("authority: only an old authority can be tainted; \(slot.id) is revoked")
+            throw CAError(.failedPrecondition, "authority: only an old authority can be tainted; \(slot.id) is revoked")
         }
     }
 
     /// Refuses to revoke anything but a tainted key.
     public func checkRevoke(_ slot: Slot) throws(CAError) {
         guard slot.state == .tainted else {
-            throw CAError("authority: only a tainted authority can be revoked; \(slot.id) is \(slot.state.rawValue): taint it first")
+            throw CAError(.failedPrecondition, "authority: only a tainted authority can be revoked; \(slot.id) is \(slot.state.rawValue): taint it first")
         }
     }
 }

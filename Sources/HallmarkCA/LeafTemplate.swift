@@ -21,7 +21,7 @@ enum LeafSigningKey: Sendable {
         } else if let p384 = try? P384.Signing.PrivateKey(pemRepresentation: pem) {
             self = .p384(p384)
         } else {
-            throw CAError("ca: the CA key must be P-256 or P-384")
+            throw CAError(.invalidKey, "ca: the CA key must be P-256 or P-384")
         }
     }
 

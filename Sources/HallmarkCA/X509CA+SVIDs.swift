@@ -49,7 +49,7 @@ extension X509CA {
         let csr = try Self.checkedCSR(params.csr)
         let notAfter = min(params.now.addingTimeInterval(params.ttl), certificate.notValidAfter)
         guard notAfter > params.now else {
-            throw CAError("ca: the signing certificate expired at \(certificate.notValidAfter); no SVID can be issued")
+            throw CAError(.expired, "ca: the signing certificate expired at \(certificate.notValidAfter); no SVID can be issued")
         }
         let serial = Self.randomSerialBytes()
         let leaf = try template.leaf(
@@ -74,11 +74,11 @@ extension X509CA {
             _ = try await X509SVIDVerifier(bundles: bundle).verify(chain, at: params.now)
             return chain
         } catch let error as SPIFFEError {
-            throw CAError("ca: the issued certificate for \(params.spiffeID) failed SVID verification: \(error.message)")
+            throw CAError(.internalError, "ca: the issued certificate for \(params.spiffeID) failed SVID verification: \(error.message)")
         } catch let error as CAError {
             throw error
         } catch {
-            throw CAError("ca: the issued certificate for \(params.spiffeID) does not parse: \(error)")
+            throw CAError(.internalError, "ca: the issued certificate for \(params.spiffeID) does not parse: \(error)")
         }
     }
 
@@ -130,14 +130,14 @@ extension X509CA {
     static func checkedCSR(_ der: [UInt8]) throws -> CheckedCSR {
         let parts: CSRParts
         do { parts = try CSRParts(der) } catch let error as CAError { throw error } catch {
-            throw CAError("csr: not a DER PKCS#10 certificate signing request: \(error)")
+            throw CAError(.invalidCSR, "csr: not a DER PKCS#10 certificate signing request: \(error)")
         }
         if parts.spki.count == 91, parts.spki.starts(with: p256SPKIPrefix), parts.algorithm.elementsEqual(ecdsaWithSHA256) {
             guard let key = try? P256.Signing.PublicKey(x963Representation: parts.spki.dropFirst(26)),
                 let signature = try? P256.Signing.ECDSASignature(derRepresentation: parts.signature)
-            else { throw CAError("csr: the P-256 key or the signature is malformed") }
+            else { throw CAError(.invalidCSR, "csr: the P-256 key or the signature is malformed") }
             guard key.isValidSignature(signature, for: parts.info) else {
-                throw CAError("csr: the signature does not verify with the CSR's own key")
+                throw CAError(.invalidCSR, "csr: the signature does not verify with the CSR's own key")
             }
         } else {
             _ = try checkedCSRKey(der)
@@ -152,23 +152,23 @@ extension X509CA {
             csr = try CertificateSigningRequest(derEncoded: der)
         } catch CryptoKitError.incorrectParameterSize {
             // swift-certificates refuses RSA keys under 2048 bits while parsing.
-            throw CAError("csr: the key is too small; RSA keys need at least 2048 bits")
+            throw CAError(.invalidCSR, "csr: the key is too small; RSA keys need at least 2048 bits")
         } catch {
-            throw CAError("csr: not a DER PKCS#10 certificate signing request: \(error)")
+            throw CAError(.invalidCSR, "csr: not a DER PKCS#10 certificate signing request: \(error)")
         }
         guard csr.publicKey.isValidSignature(csr.signature, for: csr) else {
-            throw CAError("csr: the signature does not verify with the CSR's own key")
+            throw CAError(.invalidCSR, "csr: the signature does not verify with the CSR's own key")
         }
         let key = csr.publicKey
         if P256.Signing.PublicKey(key) != nil || P384.Signing.PublicKey(key) != nil { return key }
         // Parsed without the size floor, so that a short key is named as such.
         if let rsa = try? _RSA.Signing.PublicKey(unsafeDERRepresentation: key.subjectPublicKeyInfoBytes) {
             guard rsa.keySizeInBits >= 2048 else {
-                throw CAError("csr: the RSA key has \(rsa.keySizeInBits) bits; at least 2048 are required")
+                throw CAError(.invalidCSR, "csr: the RSA key has \(rsa.keySizeInBits) bits; at least 2048 are required")
             }
             return key
         }
-        throw CAError("csr: the key must be P-256, P-384 or RSA of at least 2048 bits")
+        throw CAError(.invalidCSR, "csr: the key must be P-256, P-384 or RSA of at least 2048 bits")
     }
 }
 
@@ -189,10 +189,10 @@ struct CSRParts {
         let info = top.removeFirst(), algorithm = top.removeFirst(), signature = top.removeFirst()
         let fields = try Self.children(info, .sequence, count: 4)
         guard fields[0].identifier == .integer, case .primitive(let version) = fields[0].content, version.elementsEqual([0]) else {
-            throw CAError("csr: the version must be 0")
+            throw CAError(.invalidCSR, "csr: the version must be 0")
         }
         let spki = try Self.children(fields[2], .sequence, count: 2)
-        guard algorithm.identifier == .sequence else { throw CAError("csr: signatureAlgorithm is not a SEQUENCE") }
+        guard algorithm.identifier == .sequence else { throw CAError(.invalidCSR, "csr: signatureAlgorithm is not a SEQUENCE") }
         self.info = info.encodedBytes
         self.spki = fields[2].encodedBytes
         self.keyBits = try Self.bitString(spki[1])
@@ -202,17 +202,17 @@ struct CSRParts {
 
     private static func children(_ node: ASN1Node, _ identifier: ASN1Identifier, count: Int) throws -> [ASN1Node] {
         guard node.identifier == identifier, case .constructed(let nodes) = node.content else {
-            throw CAError("csr: expected a \(identifier)")
+            throw CAError(.invalidCSR, "csr: expected a \(identifier)")
         }
         let children = Array(nodes)
-        guard children.count == count else { throw CAError("csr: expected \(count) fields, found \(children.count)") }
+        guard children.count == count else { throw CAError(.invalidCSR, "csr: expected \(count) fields, found \(children.count)") }
         return children
     }
 
     /// The bytes of a BIT STRING with no unused bits.
     private static func bitString(_ node: ASN1Node) throws -> ArraySlice<UInt8> {
         guard node.identifier == .bitString, case .primitive(let bytes) = node.content, bytes.first == 0 else {
-            throw CAError("csr: expected a BIT STRING of whole bytes")
+            throw CAError(.invalidCSR, "csr: expected a BIT STRING of whole bytes")
         }
         return bytes.dropFirst()
     }

@@ -26,7 +26,7 @@ public struct X509CA: Sendable {
 
     public init(certificate: Certificate, privateKey: Certificate.PrivateKey, anchor: Certificate? = nil) throws {
         guard privateKey.publicKey == certificate.publicKey else {
-            throw CAError("ca: the CA key does not match the CA certificate")
+            throw CAError(.invalidKey, "ca: the CA key does not match the CA certificate")
         }
         self.certificate = certificate
         self.privateKey = privateKey
@@ -59,12 +59,12 @@ public struct X509CA: Sendable {
         upstreamCertificate: Certificate, upstreamKey: Certificate.PrivateKey
     ) throws -> X509CA {
         guard upstreamKey.publicKey == upstreamCertificate.publicKey else {
-            throw CAError("ca: the upstream CA key does not match the upstream CA certificate")
+            throw CAError(.invalidKey, "ca: the upstream CA key does not match the upstream CA certificate")
         }
         let key = makeKey(keyType)
         let notAfter = min(now.addingTimeInterval(ttl), upstreamCertificate.notValidAfter)
         guard notAfter > now else {
-            throw CAError("ca: the upstream CA certificate expired at \(upstreamCertificate.notValidAfter)")
+            throw CAError(.expired, "ca: the upstream CA certificate expired at \(upstreamCertificate.notValidAfter)")
         }
         let algorithm: Certificate.SignatureAlgorithm =
             P384.Signing.PublicKey(upstreamKey.publicKey) != nil ? .ecdsaWithSHA384 : .ecdsaWithSHA256
@@ -116,9 +116,52 @@ public struct X509CA: Sendable {
     }
 }
 
-/// A CA failure; the message names the cause.
+/// A failure of the CA: a stable code to match on, and a message naming the cause.
+///
+/// Match on ``code``; read ``message`` for the cause. Each API maps codes to its statuses in one
+/// place (the server's `RPCErrors`).
 public struct CAError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String, Hashable, Sendable {
+            case invalidCSR, invalidArgument, expired, failedPrecondition, notFound, unavailable, invalidKey, configuration, internalError
+        }
+
+        fileprivate let base: Base
+        fileprivate init(_ base: Base) { self.base = base }
+
+        public var description: String { base.rawValue }
+
+        /// A CSR that is malformed, badly signed, or of a key the CA does not sign.
+        public static let invalidCSR = Code(.invalidCSR)
+        /// A request the CA refuses as given (a JWT-SVID without an audience).
+        public static let invalidArgument = Code(.invalidArgument)
+        /// A CA certificate or key, or an authority, past its end.
+        public static let expired = Code(.expired)
+        /// A rule of the keys' life refuses the operation in the state they are in.
+        public static let failedPrecondition = Code(.failedPrecondition)
+        /// No authority with the ID named.
+        public static let notFound = Code(.notFound)
+        /// No key can sign now (none active yet).
+        public static let unavailable = Code(.unavailable)
+        /// A CA key that does not match its certificate, is of an unsupported type, or cannot be read.
+        public static let invalidKey = Code(.invalidKey)
+        /// A file or directory the CA is configured with cannot be used.
+        public static let configuration = Code(.configuration)
+        /// The CA produced something that does not verify: a bug, never the caller's fault.
+        public static let internalError = Code(.internalError)
+    }
+
+    public let code: Code
+    /// A sentence naming the cause, prefixed by the area (`ca:`, `csr:`, `authority:`, `jwt:`).
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// What the CA's own failure came from, when another error caused it.
+    public let underlying: String?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying.map { "\($0)" }
+    }
+
     public var description: String { message }
 }

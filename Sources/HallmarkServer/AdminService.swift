@@ -39,7 +39,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             try UnknownFields.refuse(message)
             return ServerResponse(message: try await body())
         } catch {
-            let rpc = AdminErrors.rpcError(error)
+            let rpc = RPCErrors.rpcError(error)
             logger.notice("admin request refused", metadata: ["action": "\(action)", "code": "\(rpc.code)", "reason": "\(rpc.message)"])
             throw rpc
         }
@@ -348,7 +348,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             // cannot attest again): refused while any node still holds an agent SVID from the key.
             let tainted = await ca.authorities().contains { $0.kind == kind && $0.authorityID == id && $0.state == .tainted }
             if tainted, !request.message.force, let serverIdentity, serverIdentity.issuers.contains(id) {
-                throw CAError("authority: the server's own SVID is still from \(id); it is replaced within a second of the taint: try again")
+                throw CAError(.failedPrecondition, "authority: the server's own SVID is still from \(id); it is replaced within a second of the taint: try again")
             }
             if tainted, let holders = try await dependents()[id], !holders.nodes.isEmpty, !request.message.force {
                 func held(_ nodes: [SPIFFEID], _ what: String) -> String {
@@ -361,7 +361,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                     reasons.append(held(holders.workloadSVIDs, kind == .x509 ? "workload X509-SVIDs" : "workload JWT-SVIDs")
                         + (holders.jwtUntil.map { " until \($0.formatted(.iso8601))" } ?? ""))
                 }
-                throw CAError(
+                throw CAError(.failedPrecondition, 
                     "authority: " + reasons.joined(separator: "; ")
                         + "; wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
                 )
@@ -393,7 +393,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 chain = try await signer.issueVerifiedX509SVID(
                     X509SVIDParams(csr: Array(message.csr), spiffeID: id, dnsNames: message.dnsNames, ttl: TimeInterval(ttl), now: time)
                 )
-            } catch let error as CAError {
+            } catch let error as CAError where error.code == .invalidCSR {
                 throw ValidationFailure("csr", error.message)
             }
             try await store.appendAudit([
@@ -477,31 +477,6 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 }
                 $0.publicKeyPem = AuditTrust(dataDir: config.dataDir).key?.pemRepresentation ?? ""
             }
-        }
-    }
-}
-
-/// How failures become gRPC statuses.
-enum AdminErrors {
-    static func rpcError(_ error: any Error) -> RPCError {
-        switch error {
-        case let error as RPCError:
-            return error
-        case let error as ValidationFailure:
-            return RPCError(code: .invalidArgument, message: error.description)
-        case let error as StoreError:
-            switch error.code {
-            case .notFound: return RPCError(code: .notFound, message: error.message)
-            case .alreadyExists: return RPCError(code: .alreadyExists, message: error.message)
-            case .revisionMismatch, .conflict: return RPCError(code: .failedPrecondition, message: error.message)
-            case .banned: return RPCError(code: .permissionDenied, message: error.message)
-            case .tokenUsed, .tokenExpired: return RPCError(code: .permissionDenied, message: error.message)
-            default: return RPCError(code: .internalError, message: error.message)
-            }
-        case let error as CAError:
-            return RPCError(code: .failedPrecondition, message: error.message)
-        default:
-            return RPCError(code: .internalError, message: "internal error: \(error)")
         }
     }
 }

@@ -85,7 +85,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 }
                 let csrKey: Certificate.PublicKey
                 do { csrKey = try X509CA.checkedCSRKey(Array(params.csr)) } catch let error as CAError {
-                    throw RPCError(code: .invalidArgument, message: "attestation: \(error.message)")
+                    throw RPCError(code: RPCErrors.code(for: error), message: "attestation: \(error.message)")
                 }
                 let gpus = GPUEvidenceBox()
                 let exchange = AttestationExchange(
@@ -196,7 +196,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         do {
             return try await body()
         } catch {
-            let rpc = AdminErrors.rpcError(error)
+            let rpc = RPCErrors.rpcError(error)
             logger.warning("agent call refused", metadata: ["action": "\(action)", "code": "\(rpc.code)", "reason": "\(rpc.message)", "peer": "\(context.remotePeer)"])
             throw rpc
         }
@@ -309,7 +309,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     result.expiresAt = Int64(svid.notAfter.timeIntervalSince1970)
                     audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Hex.encode(svid.serial)) to \(node.spiffeID)"))
                 } catch let error as CAError {
-                    result.statusCode = Int32(RPCError.Code.invalidArgument.rawValue)
+                    result.statusCode = Int32(RPCErrors.code(for: error).rawValue)
                     result.statusMessage = error.message
                     logger.warning("CSR refused", metadata: ["agent": "\(node.spiffeID)", "entry": "\(param.entryID)", "reason": "\(error.message)"])
                 }
@@ -345,7 +345,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                 key = try await ca.activeJWT()
                 signed = try key.sign(spiffeID: entry.spiffeID, audience: request.message.audience, ttl: ttl, now: time)
             } catch let error as CAError {
-                throw RPCError(code: .invalidArgument, message: error.message)
+                throw RPCErrors.rpcError(error)
             }
             await ca.recordJWTIssued(keyID: key.keyID, to: node.spiffeID, expiresAt: signed.expiresAt, now: time)
             try await store.appendAudit([
@@ -392,7 +392,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         do {
             return try await ca.activeX509().issueX509SVID(X509SVIDParams(csr: csr, spiffeID: id, ttl: ttl, now: time))
         } catch let error as CAError {
-            throw RPCError(code: .invalidArgument, message: error.message)
+            throw RPCErrors.rpcError(error)
         }
     }
 

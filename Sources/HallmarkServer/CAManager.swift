@@ -64,10 +64,10 @@ public actor CAManager {
     private func loadUpstream() throws -> (certificate: Certificate, key: Certificate.PrivateKey)? {
         guard let certPath = config.upstreamCACert, let keyPath = config.upstreamCAKey else { return nil }
         guard let pem = FileManager.default.contents(atPath: certPath) else {
-            throw CAError("ca: cannot read the upstream CA certificate \(certPath)")
+            throw CAError(.configuration, "ca: cannot read the upstream CA certificate \(certPath)")
         }
         let certificates = try X509SVID.certificates(pem: String(decoding: pem, as: UTF8.self))
-        guard let certificate = certificates.first else { throw CAError("ca: \(certPath) holds no certificate") }
+        guard let certificate = certificates.first else { throw CAError(.configuration, "ca: \(certPath) holds no certificate") }
         return (certificate, try KeyFile.readPrivateKey(keyPath))
     }
 
@@ -140,7 +140,7 @@ public actor CAManager {
         var target = try named(kind, authorityID)
         try planner.checkRevoke(Self.slot(target))
         if target.upstream {
-            throw CAError("authority: \(authorityID) chains to the upstream CA, which is what the bundle holds; revoke it at the upstream CA")
+            throw CAError(.failedPrecondition, "authority: \(authorityID) chains to the upstream CA, which is what the bundle holds; revoke it at the upstream CA")
         }
         target.state = .revoked
         try await save(target, action: "revoke", callerUID: callerUID, detail: "removed from the bundle")
@@ -247,13 +247,13 @@ public actor CAManager {
 
     /// The X.509 CA that signs now.
     public func activeX509() throws -> X509CA {
-        guard let record = record(.x509, .active), let ca = x509[record.authorityID] else { throw CAError("ca: no active X.509 authority") }
+        guard let record = record(.x509, .active), let ca = x509[record.authorityID] else { throw CAError(.unavailable, "ca: no active X.509 authority") }
         return ca
     }
 
     /// The JWT key that signs now.
     public func activeJWT() throws -> JWTSigningKey {
-        guard let record = record(.jwt, .active), let key = jwt[record.authorityID] else { throw CAError("ca: no active JWT authority") }
+        guard let record = record(.jwt, .active), let key = jwt[record.authorityID] else { throw CAError(.unavailable, "ca: no active JWT authority") }
         return key
     }
 

@@ -91,16 +91,16 @@ struct KeySlotPlannerTests {
         var slots: [KeySlotPlanner.Slot] = [.init(id: "k1", state: .active, notBefore: Self.start, notAfter: Self.start.addingTimeInterval(Self.day))]
         try planner.checkPrepare(slots)
         slots.append(.init(id: "k2", state: .prepared, notBefore: Self.start, notAfter: Self.start.addingTimeInterval(Self.day)))
-        #expect(throws: CAError("authority: k2 is already prepared; activate it before preparing another")) { try planner.checkPrepare(slots) }
+        #expect(throws: CAError(.failedPrecondition, "authority: k2 is already prepared; activate it before preparing another")) { try planner.checkPrepare(slots) }
         #expect(try planner.activation(slots, named: nil, kind: "x509", now: Self.start).id == "k2")
-        #expect(throws: CAError("authority: only a prepared authority can be activated; k1 is active")) {
+        #expect(throws: CAError(.failedPrecondition, "authority: only a prepared authority can be activated; k1 is active")) {
             try planner.activation(slots, named: "k1", kind: "x509", now: Self.start)
         }
         let late = Self.start.addingTimeInterval(2 * Self.day)
-        #expect(throws: CAError("authority: k2 expired at \(Self.start.addingTimeInterval(Self.day))")) {
+        #expect(throws: CAError(.expired, "authority: k2 expired at \(Self.start.addingTimeInterval(Self.day))")) {
             try planner.activation(slots, named: "k2", kind: "x509", now: late)
         }
-        #expect(throws: CAError("authority: no x509 authority is prepared; prepare one first")) {
+        #expect(throws: CAError(.failedPrecondition, "authority: no x509 authority is prepared; prepare one first")) {
             try planner.activation([slots[0]], named: nil, kind: "x509", now: Self.start)
         }
         // Before its time, the clock does nothing with the prepared key; at 5/6 it activates it.
@@ -114,12 +114,12 @@ struct KeySlotPlannerTests {
         let life = (Self.start, Self.start.addingTimeInterval(Self.day))
         func slot(_ state: KeySlotPlanner.State) -> KeySlotPlanner.Slot { .init(id: "k", state: state, notBefore: life.0, notAfter: life.1) }
         try planner.checkTaint(slot(.old))
-        #expect(throws: CAError("authority: only an old authority can be tainted; k is active: prepare and activate another first")) { try planner.checkTaint(slot(.active)) }
-        #expect(throws: CAError("authority: only an old authority can be tainted; k is prepared and has signed nothing")) { try planner.checkTaint(slot(.prepared)) }
-        #expect(throws: CAError("authority: k is already tainted")) { try planner.checkTaint(slot(.tainted)) }
-        #expect(throws: CAError("authority: only an old authority can be tainted; k is revoked")) { try planner.checkTaint(slot(.revoked)) }
+        #expect(throws: CAError(.failedPrecondition, "authority: only an old authority can be tainted; k is active: prepare and activate another first")) { try planner.checkTaint(slot(.active)) }
+        #expect(throws: CAError(.failedPrecondition, "authority: only an old authority can be tainted; k is prepared and has signed nothing")) { try planner.checkTaint(slot(.prepared)) }
+        #expect(throws: CAError(.failedPrecondition, "authority: k is already tainted")) { try planner.checkTaint(slot(.tainted)) }
+        #expect(throws: CAError(.failedPrecondition, "authority: only an old authority can be tainted; k is revoked")) { try planner.checkTaint(slot(.revoked)) }
         try planner.checkRevoke(slot(.tainted))
-        #expect(throws: CAError("authority: only a tainted authority can be revoked; k is old: taint it first")) { try planner.checkRevoke(slot(.old)) }
+        #expect(throws: CAError(.failedPrecondition, "authority: only a tainted authority can be revoked; k is old: taint it first")) { try planner.checkRevoke(slot(.old)) }
         #expect(planner.published([slot(.tainted)], at: Self.start) == ["k"])
         #expect(planner.published([slot(.revoked)], at: Self.start).isEmpty)
         #expect(planner.decide([slot(.revoked), .init(id: "a", state: .active, notBefore: life.0, notAfter: life.1)], published: ["k", "a"], now: Self.start) == [.expire("k")])
