@@ -159,20 +159,31 @@ public final class AgentCache: Sendable {
 
     private static func signingKey(_ entry: AgentAPI_Entry) -> String { "\(entry.id)#\(entry.revisionNumber)" }
 
-    /// What the renewal loop decides by: every entry that wants an SVID, with the one held, and
-    /// the tainted authorities.
-    func rotationState() -> (entries: [RotationPlanner.Entry], tainted: Set<String>) {
+    /// Plans renewals over every entry that wants an SVID, under the cache's lock and without
+    /// copying the entries out: the renewal loop plans after every change, and an array of 10,000
+    /// entries made for each plan left the agent's heap a fifth larger.
+    /// - Returns: the plan; of the entries in `attempts` or due now, those still without a good
+    ///   SVID (missing, or from a tainted key); and the tainted authorities.
+    func planRotation(
+        _ planner: RotationPlanner, agent: RotationPlanner.Held, attempts: [String: Date], now: Date
+    ) -> (plan: RotationPlanner.Plan, unsettled: Set<String>, tainted: Set<String>) {
         state.withLock { state in
-            let entries = state.entries.filter(Self.wantsSVID).map { entry in
+            // Read, not copied: the collections are shared until something writes them.
+            let (svids, signing, tainted) = (state.svids, state.signing, state.tainted)
+            let entries = state.entries.lazy.filter(Self.wantsSVID).map { entry in
                 RotationPlanner.Entry(
                     id: entry.id,
-                    svid: state.svids[entry.id].map {
+                    svid: svids[entry.id].map {
                         .init(notBefore: $0.svid.notBefore, expiresAt: $0.svid.expiresAt, issuerKeyIDs: $0.svid.issuerKeyIDs, receivedAt: $0.svid.receivedAt)
                     },
-                    signing: state.signing.contains(Self.signingKey(entry))
+                    signing: signing.contains(Self.signingKey(entry))
                 )
             }
-            return (entries, state.tainted)
+            let plan = planner.plan(entries: entries, agent: agent, tainted: tainted, attempts: attempts, now: now)
+            let unsettled = Set(attempts.keys).union(plan.renew).filter { id in
+                svids[id].map { $0.svid.issuerKeyIDs.contains(where: tainted.contains) } ?? true
+            }
+            return (plan, unsettled, tainted)
         }
     }
 
@@ -207,7 +218,12 @@ public final class AgentCache: Sendable {
 
     /// The authorities (X.509 key identifiers) the held workload SVIDs chain to.
     public var heldAuthorityIDs: Set<String> {
-        state.withLock { state in Set(state.svids.values.flatMap(\.svid.issuerKeyIDs)) }
+        // Asked after every change: filled in place, with no array of every SVID's key IDs between.
+        state.withLock { state in
+            var ids = Set<String>()
+            for held in state.svids.values { for id in held.svid.issuerKeyIDs { ids.insert(id) } }
+            return ids
+        }
     }
 
     /// What a JWT-SVID is cached under: the entry and the audience as a set of strings, so that

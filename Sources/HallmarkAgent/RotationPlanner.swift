@@ -49,7 +49,7 @@ struct RotationPlanner: Sendable {
     /// - Parameters:
     ///   - attempts: when each entry was last asked for and not obtained; such an entry is not asked
     ///     for again until `retry` has passed.
-    func plan(entries: [Entry], agent: Held, tainted: Set<String>, attempts: [String: Date] = [:], now: Date) -> Plan {
+    func plan(entries: some Sequence<Entry>, agent: Held, tainted: Set<String>, attempts: [String: Date] = [:], now: Date) -> Plan {
         var plan = Plan()
         func later(_ time: Date) {
             plan.next = plan.next.map { min($0, time) } ?? time

@@ -175,14 +175,12 @@ final class ServerLink: Sendable {
         while true {
             try Task.checkCancellation()
             let now = clock()
-            let (entries, tainted) = cache.rotationState()
-            let plan = planner.plan(entries: entries, agent: agent, tainted: tainted, attempts: attempts, now: now)
+            let (plan, unsettled, tainted) = cache.planRotation(planner, agent: agent, attempts: attempts, now: now)
             if plan.renewAgent {
                 return try await renewOwnSVID(api, reason: agent.issuerKeyIDs.contains(where: tainted.contains) ? "its authority is tainted" : "half-life")
             }
             if !plan.renew.isEmpty {
                 // Only entries still without a good SVID need their last attempt remembered.
-                let unsettled = Set(entries.filter { $0.svid.map { $0.issuerKeyIDs.contains(where: tainted.contains) } ?? true }.map(\.id))
                 attempts = attempts.filter { unsettled.contains($0.key) }
                 for id in plan.renew { attempts[id] = now }
                 let atHalfLife = plan.renew.count - unsettled.intersection(plan.renew).count
