@@ -15,7 +15,7 @@ public import X509
 
 public actor CAManager {
     private let config: ServerConfig
-    private let store: any Store
+    private let store: any CAJournal
     private let logger: Logger
     private let clock: @Sendable () -> Date
     private let planner: KeySlotPlanner
@@ -29,7 +29,7 @@ public actor CAManager {
     /// restarted server forgets them, and then does not hold back a revoke for them).
     private var jwtIssued: [String: [SPIFFEID: Date]] = [:]
 
-    public init(config: ServerConfig, store: any Store, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
+    public init(config: ServerConfig, store: any CAJournal, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
         self.config = config
         self.store = store
         self.logger = logger

@@ -5,7 +5,7 @@ public import Foundation
 public import HallmarkAttestation
 public import SPIFFE
 
-public protocol Store: Sendable {
+public protocol Store: CAJournal, Sendable {
     // Registration entries
     func createEntry(_ entry: RegistrationEntry, audit: AuditEvent) async throws -> RegistrationEntry
     /// Replaces an entry's mutable fields; `entry.revisionNumber`, when non-zero, must match.
@@ -54,12 +54,7 @@ public protocol Store: Sendable {
     /// re-attested meanwhile is kept; returns it, or nil when nothing was removed.
     func evictAttestedNode(_ spiffeID: SPIFFEID, evidenceBefore time: Date, audit: AuditEvent) async throws -> AttestedNode?
 
-    // CA key journal and bundle
-    func authorities() async throws -> [AuthorityRecord]
-    func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws
-    func bundleSequence() async throws -> UInt64
-    /// Increases the bundle's sequence number by one and returns the new value.
-    func nextBundleSequence() async throws -> UInt64
+    // CA key journal and bundle: see CAJournal.
 
     // Audit log
     func appendAudit(_ events: [AuditEvent]) async throws
@@ -103,4 +98,15 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+}
+
+/// What the CA's key life needs of a store: the journal of authorities (each change written with
+/// its audit record) and the bundle's sequence number. CAManager depends on this alone.
+public protocol CAJournal: Sendable {
+    /// The journal, in creation order.
+    func authorities() async throws -> [AuthorityRecord]
+    func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws
+    func bundleSequence() async throws -> UInt64
+    /// Increases the bundle's sequence number by one and returns the new value.
+    func nextBundleSequence() async throws -> UInt64
 }

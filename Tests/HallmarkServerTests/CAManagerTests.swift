@@ -194,4 +194,37 @@ struct CAManagerTests {
         _ = try await ca.revoke(.jwt, authorityID: first, callerUID: 0)
         #expect(Self.bundleIDs(try await ca.bundle()).jwt == [prepared.authorityID])
     }
+
+    /// A journal in memory: CAManager needs nothing else of a store.
+    actor MemoryJournal: CAJournal {
+        var records: [AuthorityRecord] = []
+        var audits: [AuditEvent] = []
+        var sequence: UInt64 = 0
+
+        func authorities() -> [AuthorityRecord] { records }
+        func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) {
+            if let index = records.firstIndex(where: { $0.authorityID == authority.authorityID }) { records[index] = authority } else { records.append(authority) }
+            audits.append(audit)
+        }
+        func bundleSequence() -> UInt64 { sequence }
+        func nextBundleSequence() -> UInt64 {
+            sequence += 1
+            return sequence
+        }
+    }
+
+    @Test("on any journal: each step of a key's life is journalled with its audit record and moves the bundle's sequence")
+    func memoryJournal() async throws {
+        let fixture = try Fixture()
+        let journal = MemoryJournal()
+        let ca = CAManager(config: fixture.config, store: journal, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }), clock: fixture.clock.function)
+        try await ca.start()
+        #expect(await journal.audits.map(\.action) == ["authority.x509.prepare", "authority.x509.activate", "authority.jwt.prepare", "authority.jwt.activate"])
+        let started = await journal.sequence
+        fixture.clock.advance(by: Self.ttl / 2)
+        #expect(try await ca.tick())
+        #expect(await journal.audits.suffix(2).map(\.action) == ["authority.x509.prepare", "authority.jwt.prepare"])
+        #expect(await journal.sequence > started)
+        #expect(await journal.records.map(\.state) == (await ca.authorities()).map(\.state))
+    }
 }
