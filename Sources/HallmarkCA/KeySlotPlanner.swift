@@ -46,7 +46,7 @@ public struct KeySlotPlanner: Sendable {
     /// first action and ask again: each answer reflects the slots as they are.
     /// - Parameter published: the keys the bundle held when last asked.
     public func decide(_ slots: [Slot], published: Set<String>, now: Date) -> [Action] {
-        let gone = published.subtracting(self.published(slots, at: now)).sorted().map(Action.expire)
+        let gone = expired(slots, published: published, now: now).map(Action.expire)
         let prepared = slots.last { $0.state == .prepared && $0.notAfter > now }
         guard let active = slots.last(where: { $0.state == .active && $0.notAfter > now }) else {
             // Nothing signs: use the prepared key at once, or make one.
@@ -73,6 +73,11 @@ public struct KeySlotPlanner: Sendable {
             times.append(active.notAfter)
         }
         return times.filter { $0 > now }.min()
+    }
+
+    /// The keys the bundle held (`published`) that have left it by now, in ID order.
+    public func expired(_ slots: [Slot], published: Set<String>, now: Date) -> [String] {
+        published.subtracting(self.published(slots, at: now)).sorted()
     }
 
     /// The keys that belong in the bundle now: not revoked, not past expiry plus the grace period.

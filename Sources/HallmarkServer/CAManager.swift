@@ -93,9 +93,8 @@ public actor CAManager {
                 changed = true
             }
         }
-        let expired = planner.decide(slots(nil), published: published, now: now).compactMap { action -> String? in
-            if case .expire(let id) = action { id } else { nil }
-        }
+        // Across both kinds: which keys leave the bundle does not depend on the other slots.
+        let expired = planner.expired(slots(nil), published: published, now: now)
         if !expired.isEmpty {
             for gone in expired {
                 logger.info("authority left the bundle after its grace period", metadata: ["authority_id": "\(gone)"])
