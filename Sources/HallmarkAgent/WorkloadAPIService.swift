@@ -35,25 +35,41 @@ protocol JWTMinter: Sendable {
 }
 
 struct WorkloadAPIService: Sendable {
-    /// The five methods, by their names in the gRPC path `/SpiffeWorkloadAPI/NAME`.
-    enum Method: String, Sendable {
+    /// The two methods that answer once.
+    enum UnaryMethod: String, Sendable {
+        case fetchJWTSVID = "FetchJWTSVID"
+        case validateJWTSVID = "ValidateJWTSVID"
+    }
+
+    /// The three methods that answer with a stream following changes.
+    enum StreamingMethod: String, Sendable {
         case fetchX509SVID = "FetchX509SVID"
         case fetchX509Bundles = "FetchX509Bundles"
-        case fetchJWTSVID = "FetchJWTSVID"
         case fetchJWTBundles = "FetchJWTBundles"
-        case validateJWTSVID = "ValidateJWTSVID"
+    }
+
+    /// The five methods, by their names in the gRPC path `/SpiffeWorkloadAPI/NAME`.
+    enum Method: Equatable, Sendable, CustomStringConvertible {
+        case unary(UnaryMethod)
+        case streaming(StreamingMethod)
 
         init?(path: String) {
             let prefix = "/SpiffeWorkloadAPI/"
-            guard path.hasPrefix(prefix), let method = Method(rawValue: String(path.dropFirst(prefix.count))) else { return nil }
-            self = method
+            guard path.hasPrefix(prefix) else { return nil }
+            let name = String(path.dropFirst(prefix.count))
+            if let method = UnaryMethod(rawValue: name) {
+                self = .unary(method)
+            } else if let method = StreamingMethod(rawValue: name) {
+                self = .streaming(method)
+            } else {
+                return nil
+            }
         }
 
-        /// Whether the method answers with a stream that follows changes (the other two answer once).
-        var streams: Bool {
+        var description: String {
             switch self {
-            case .fetchX509SVID, .fetchX509Bundles, .fetchJWTBundles: true
-            case .fetchJWTSVID, .validateJWTSVID: false
+            case .unary(let method): method.rawValue
+            case .streaming(let method): method.rawValue
             }
         }
     }
@@ -68,7 +84,7 @@ struct WorkloadAPIService: Sendable {
     /// Refuses a call without the security header.
     func checkSecurityHeader(_ values: some Sequence<String>, _ method: Method) throws(RPCError) {
         guard values.contains(WorkloadAPI.securityHeaderValue) else {
-            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "reason": "security header missing"])
+            logger.notice("workload call refused", metadata: ["method": "\(method)", "reason": "security header missing"])
             throw RPCError(code: .invalidArgument, message: "security header missing from request")
         }
     }
@@ -94,14 +110,14 @@ struct WorkloadAPIService: Sendable {
 
     private func refused(_ error: any Error, _ peer: PeerCredentials, _ method: Method) -> RPCError {
         let reason = (error as? AgentError)?.message ?? "\(error)"
-        logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "\(reason)"])
+        logger.notice("workload call refused", metadata: ["method": "\(method)", "caller": "\(peer)", "reason": "\(reason)"])
         return RPCError(code: .permissionDenied, message: reason)
     }
 
     private func identities(_ selectors: Set<Selector>, _ peer: PeerCredentials, _ method: Method) throws(RPCError) -> [CachedIdentity] {
         let identities = cache.identities(matching: selectors)
         guard !identities.isEmpty else {
-            logger.notice("workload call refused", metadata: ["method": "\(method.rawValue)", "caller": "\(peer)", "reason": "no identity issued"])
+            logger.notice("workload call refused", metadata: ["method": "\(method)", "caller": "\(peer)", "reason": "no identity issued"])
             throw RPCError(code: .permissionDenied, message: "no identity issued")
         }
         return identities
@@ -132,20 +148,19 @@ struct WorkloadAPIService: Sendable {
     }
 
     /// Checks a streaming method's request message.
-    func checkStreamRequest(_ method: Method, _ bytes: [UInt8]) throws(RPCError) {
+    func checkStreamRequest(_ method: StreamingMethod, _ bytes: [UInt8]) throws(RPCError) {
         switch method {
         case .fetchX509SVID: _ = try Self.request(WorkloadAPI_X509SVIDRequest.self, bytes)
         case .fetchX509Bundles: _ = try Self.request(WorkloadAPI_X509BundlesRequest.self, bytes)
         case .fetchJWTBundles: _ = try Self.request(WorkloadAPI_JWTBundlesRequest.self, bytes)
-        case .fetchJWTSVID, .validateJWTSVID: preconditionFailure("\(method) is not a streaming method")
         }
     }
 
     /// What a stream of `method` sends now, serialized: sent at once, and again whenever it changes.
     ///
     /// - Throws: PermissionDenied when the caller has no identity (any more): the stream ends.
-    func streamMessage(_ method: Method, selectors: Set<Selector>, peer: PeerCredentials) throws(RPCError) -> [UInt8] {
-        let identities = try identities(selectors, peer, method)
+    func streamMessage(_ method: StreamingMethod, selectors: Set<Selector>, peer: PeerCredentials) throws(RPCError) -> [UInt8] {
+        let identities = try identities(selectors, peer, .streaming(method))
         switch method {
         case .fetchX509SVID:
             let bundle = cache.x509BundleDER
@@ -164,20 +179,16 @@ struct WorkloadAPIService: Sendable {
             return try Self.serialized(WorkloadAPI_X509BundlesResponse.with { $0.bundles = bundleDER() })
         case .fetchJWTBundles:
             return try Self.serialized(WorkloadAPI_JWTBundlesResponse.with { $0.bundles = jwtBundles() })
-        case .fetchJWTSVID, .validateJWTSVID:
-            preconditionFailure("\(method) is not a streaming method")
         }
     }
 
     /// The one answer of a unary method, serialized.
-    func unary(_ method: Method, _ bytes: [UInt8], selectors: Set<Selector>, peer: PeerCredentials) async throws -> [UInt8] {
+    func unary(_ method: UnaryMethod, _ bytes: [UInt8], selectors: Set<Selector>, peer: PeerCredentials) async throws -> [UInt8] {
         switch method {
         case .fetchJWTSVID:
             try Self.serialized(try await fetchJWTSVID(Self.request(WorkloadAPI_JWTSVIDRequest.self, bytes), selectors, peer))
         case .validateJWTSVID:
             try Self.serialized(try validateJWTSVID(Self.request(WorkloadAPI_ValidateJWTSVIDRequest.self, bytes)))
-        case .fetchX509SVID, .fetchX509Bundles, .fetchJWTBundles:
-            preconditionFailure("\(method) is a streaming method")
         }
     }
 
@@ -200,7 +211,7 @@ struct WorkloadAPIService: Sendable {
         guard !audience.isEmpty, audience.allSatisfy({ !$0.isEmpty }) else {
             throw RPCError(code: .invalidArgument, message: "audience must be specified")
         }
-        var chosen = try identities(selectors, peer, .fetchJWTSVID)
+        var chosen = try identities(selectors, peer, .unary(.fetchJWTSVID))
         if !request.spiffeID.isEmpty {
             chosen = chosen.filter { $0.spiffeID.description == request.spiffeID }
             guard !chosen.isEmpty else {

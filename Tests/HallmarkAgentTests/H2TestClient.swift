@@ -50,18 +50,30 @@ struct H2TestClient {
     static let preface = Array("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".utf8) + frame(type: 0x4)
 
     /// A Workload API call's HEADERS; with `endStream` false the request stays open.
-    mutating func headers(_ stream: UInt32, method: String = "FetchX509SVID", endStream: Bool = false) throws -> [UInt8] {
+    mutating func headers(
+        _ stream: UInt32, method: String = "FetchX509SVID", contentType: String = "application/grpc", endStream: Bool = false,
+        extra: [(String, String)] = []
+    ) throws -> [UInt8] {
         var block = ByteBuffer()
         try encoder.encode(headers: HPACKHeaders([
             (":method", "POST"), (":scheme", "http"), (":path", "/SpiffeWorkloadAPI/\(method)"), (":authority", "localhost"),
-            ("content-type", "application/grpc"), ("te", "trailers"), ("workload.spiffe.io", "true"),
-        ]), to: &block)
+            ("content-type", contentType), ("te", "trailers"), ("workload.spiffe.io", "true"),
+        ] + extra), to: &block)
         return Self.frame(type: 0x1, flags: 0x4 | (endStream ? 0x1 : 0), stream: stream, Array(block.readableBytesView))
     }
 
-    /// A whole call: HEADERS, one empty request message, END_STREAM.
-    mutating func call(_ stream: UInt32, method: String = "FetchX509SVID") throws -> [UInt8] {
-        try headers(stream, method: method) + Self.frame(type: 0x0, flags: 0x1, stream: stream, [0, 0, 0, 0, 0])
+    /// A whole call: HEADERS, one request message (empty by default), END_STREAM.
+    mutating func call(
+        _ stream: UInt32, method: String = "FetchX509SVID", contentType: String = "application/grpc", message: [UInt8] = []
+    ) throws -> [UInt8] {
+        let length = UInt32(message.count)
+        let prefixed = [0, UInt8(length >> 24), UInt8(length >> 16 & 0xff), UInt8(length >> 8 & 0xff), UInt8(length & 0xff)] + message
+        return try headers(stream, method: method, contentType: contentType) + Self.frame(type: 0x0, flags: 0x1, stream: stream, prefixed)
+    }
+
+    /// RST_STREAM with CANCEL (0x8): the client gives up on a call.
+    static func cancel(_ stream: UInt32) -> [UInt8] {
+        frame(type: 0x3, stream: stream, [0, 0, 0, 0x8])
     }
 
     /// Takes in bytes the server wrote.
