@@ -63,7 +63,7 @@ struct AgentAPIClient: Sendable {
                         case nil: break
                         }
                     }
-                    throw AgentError("agent: the server ended attestation without a result")
+                    throw AgentError(.serverClosed, "agent: the server ended attestation without a result")
                 }
             )
         }
@@ -88,11 +88,11 @@ struct AgentAPIClient: Sendable {
             return verifyServer { bundle }
         }
         guard let path = config.trustBundlePath, let pem = FileManager.default.contents(atPath: path) else {
-            throw AgentError("agent: cannot read the --trust-bundle file \(config.trustBundlePath ?? "(none)")")
+            throw AgentError(.configuration, "agent: cannot read the --trust-bundle file \(config.trustBundlePath ?? "(none)")")
         }
         let anchors = try X509SVID.certificates(pem: String(decoding: pem, as: UTF8.self))
         guard let domain = config.trustDomain ?? anchors.lazy.compactMap(Self.trustDomain).first else {
-            throw AgentError("agent: the trust bundle's certificates name no trust domain; pass --trust-domain")
+            throw AgentError(.configuration, "agent: the trust bundle's certificates name no trust domain; pass --trust-domain")
         }
         let bundle = X509Bundle(trustDomain: domain, authorities: anchors)
         return verifyServer { bundle }

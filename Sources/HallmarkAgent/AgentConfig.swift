@@ -53,9 +53,44 @@ public struct AgentConfig: Sendable {
     var trustDomainPath: String { (dataDir as NSString).appendingPathComponent("trust-domain") }
 }
 
-/// An agent failure; the message names the cause.
-public struct AgentError: Error, CustomStringConvertible, Sendable {
+/// A failure of the agent: a stable code, and a message naming the cause.
+///
+/// Match on ``code``; read ``message`` for the cause. New codes may be added, so a `switch` over
+/// codes needs a `default`.
+public struct AgentError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String, Hashable, Sendable {
+            case noIdentity, files, configuration, serverClosed, callerChanged
+        }
+
+        fileprivate let base: Base
+        fileprivate init(_ base: Base) { self.base = base }
+
+        public var description: String { base.rawValue }
+
+        /// The agent holds no usable SVID and has nothing to attest with.
+        public static let noIdentity = Code(.noIdentity)
+        /// A file, directory or socket of the agent cannot be used.
+        public static let files = Code(.files)
+        /// A setting the agent was given cannot be used (its trust bundle, its trust domain).
+        public static let configuration = Code(.configuration)
+        /// The server ended a stream the agent needs before it was done.
+        public static let serverClosed = Code(.serverClosed)
+        /// The workload process that connected is no longer the one running.
+        public static let callerChanged = Code(.callerChanged)
+    }
+
+    public let code: Code
+    /// A sentence naming the cause, prefixed by the area (`agent:`, `workload:`).
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The error this one came from, described, when another error caused it.
+    public let underlying: String?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying.map { "\($0)" }
+    }
+
     public var description: String { message }
 }

@@ -42,7 +42,7 @@ enum AgentIdentity {
     }
 
     static func write(_ text: String, to path: String, mode: mode_t) throws {
-        do { try PrivateFiles.write(text, to: path, mode: mode) } catch let error as PrivateFileError { throw AgentError("agent: \(error.message)") }
+        do { try PrivateFiles.write(text, to: path, mode: mode) } catch let error as PrivateFileError { throw AgentError(.files, "agent: \(error.message)", underlying: error) }
     }
 
     /// A short-lived self-signed certificate that lets an agent without an SVID complete mTLS to attest.

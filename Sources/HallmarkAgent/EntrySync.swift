@@ -36,7 +36,7 @@ struct EntrySync: Sendable {
                 try await sign(needed, api)
             }
         }
-        throw AgentError("agent: the server closed the entry stream")
+        throw AgentError(.serverClosed, "agent: the server closed the entry stream")
     }
 
     /// Gets SVIDs for entries, 500 CSRs a call; entries another task is signing are left to it.

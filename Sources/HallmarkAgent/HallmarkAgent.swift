@@ -17,7 +17,7 @@ public struct HallmarkAgent: Service {
     }
 
     public func run() async throws {
-        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw AgentError("agent: --data-dir: \(error.message)") }
+        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw AgentError(.files, "agent: --data-dir: \(error.message)", underlying: error) }
         let cache = AgentCache()
         let link = ServerLink(config: config, cache: cache, logger: logger)
 
@@ -40,7 +40,7 @@ public struct HallmarkAgent: Service {
 
         Self.raiseDescriptorLimit(for: config.workloadAPI, logger: logger)
         let socketPath = config.socketPath
-        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw AgentError("agent: --socket: \(error.message)") }
+        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw AgentError(.files, "agent: --socket: \(error.message)", underlying: error) }
         let workloadAPI = try await WorkloadAPIServer.bind(
             socketPath: socketPath,
             service: WorkloadAPIService(

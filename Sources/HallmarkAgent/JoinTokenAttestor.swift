@@ -14,7 +14,7 @@ struct JoinTokenAttestor: NodeAttestor {
 
     func payload() throws -> Data {
         guard let token, !token.isEmpty else {
-            throw AgentError("agent: no usable SVID in \(dataDir) and no --join-token to attest with")
+            throw AgentError(.noIdentity, "agent: no usable SVID in \(dataDir) and no --join-token to attest with")
         }
         return Data(token.utf8)
     }

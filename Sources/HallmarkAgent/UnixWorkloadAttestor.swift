@@ -68,7 +68,7 @@ public final class UnixWorkloadAttestor: Sendable {
         // What was read about the pid is only about the caller if the caller still owns the pid
         // and still runs what it ran when it connected.
         guard peer.isUnchanged else {
-            throw AgentError("workload: process \(peer.pid) exited, its pid was reused, or it exec'd another program since it connected")
+            throw AgentError(.callerChanged, "workload: process \(peer.pid) exited, its pid was reused, or it exec'd another program since it connected")
         }
         return selectors
     }

@@ -28,7 +28,7 @@ public enum KeyFile {
     /// Creates a directory with mode 0700 if it does not exist, tightens it if it does, and refuses
     /// one another user owns.
     public static func ensurePrivateDirectory(_ path: String) throws {
-        do { try PrivateFiles.ensurePrivateDirectory(path) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)") }
+        do { try PrivateFiles.ensurePrivateDirectory(path) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)", underlying: error) }
     }
 
     private static func read(_ path: String) throws -> String {
@@ -39,6 +39,6 @@ public enum KeyFile {
     }
 
     private static func write(pem: String, to path: String) throws {
-        do { try PrivateFiles.write(pem, to: path, mode: 0o600) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)") }
+        do { try PrivateFiles.write(pem, to: path, mode: 0o600) } catch let error as PrivateFileError { throw CAError(.invalidKey, "ca: \(error.message)", underlying: error) }
     }
 }

@@ -30,7 +30,7 @@ public enum GPUEvidenceSource: Sendable {
         case .nvml: _ = try NVML.load()
         case .command(let command):
             guard let executable = command.first, FileManager.default.isExecutableFile(atPath: executable) else {
-                throw GPUEvidenceError("gpu: the evidence command \(command.first ?? "(empty)") is not an executable file")
+                throw GPUEvidenceError(.collection, "gpu: the evidence command \(command.first ?? "(empty)") is not an executable file")
             }
         }
     }
@@ -48,14 +48,14 @@ public enum GPUEvidenceSource: Sendable {
         let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            throw GPUEvidenceError("gpu: the evidence command failed (\(process.terminationStatus)): \(message)")
+            throw GPUEvidenceError(.collection, "gpu: the evidence command failed (\(process.terminationStatus)): \(message)")
         }
         guard let list = try? JSONSerialization.jsonObject(with: data) as? [[String: String]] else {
-            throw GPUEvidenceError("gpu: the evidence command did not print a JSON list of {report, chain}")
+            throw GPUEvidenceError(.collection, "gpu: the evidence command did not print a JSON list of {report, chain}")
         }
         return try list.map { item in
             guard let hex = item["report"], let report = Hex.decode(hex), let chain = item["chain"] else {
-                throw GPUEvidenceError("gpu: an evidence object lacks a hex report or a PEM chain")
+                throw GPUEvidenceError(.collection, "gpu: an evidence object lacks a hex report or a PEM chain")
             }
             return Evidence(report: report, chainPEM: chain)
         }
@@ -79,15 +79,15 @@ struct NVML {
     static func load() throws -> NVML {
         guard let library = dlopen("libnvidia-ml.so.1", RTLD_NOW) else {
             let reason = dlerror().map { String(cString: $0) } ?? "not found"
-            throw GPUEvidenceError("gpu: no NVIDIA driver on this node (libnvidia-ml.so.1 could not be loaded: \(reason)); the gpu attestor is unavailable")
+            throw GPUEvidenceError(.unavailable, "gpu: no NVIDIA driver on this node (libnvidia-ml.so.1 could not be loaded: \(reason)); the gpu attestor is unavailable")
         }
         func symbol<T>(_ name: String, as type: T.Type) throws -> T {
-            guard let pointer = dlsym(library, name) else { throw GPUEvidenceError("gpu: this NVIDIA driver lacks \(name) (confidential computing needs driver 535 or later)") }
+            guard let pointer = dlsym(library, name) else { throw GPUEvidenceError(.unavailable, "gpu: this NVIDIA driver lacks \(name) (confidential computing needs driver 535 or later)") }
             return unsafeBitCast(pointer, to: type)
         }
         let initialise = try symbol("nvmlInit_v2", as: (@convention(c) () -> Status).self)
         let status = initialise()
-        guard status == 0 else { throw GPUEvidenceError("gpu: nvmlInit failed with NVML status \(status)") }
+        guard status == 0 else { throw GPUEvidenceError(.unavailable, "gpu: nvmlInit failed with NVML status \(status)") }
         return NVML(
             getCount: try symbol("nvmlDeviceGetCount_v2", as: (@convention(c) (UnsafeMutablePointer<UInt32>) -> Status).self),
             getHandle: try symbol("nvmlDeviceGetHandleByIndex_v2", as: (@convention(c) (UInt32, UnsafeMutablePointer<OpaquePointer?>) -> Status).self),
@@ -97,26 +97,26 @@ struct NVML {
     }
 
     func evidence(nonce: [UInt8]) throws -> [GPUEvidenceSource.Evidence] {
-        guard nonce.count == 32 else { throw GPUEvidenceError("gpu: the nonce must be 32 bytes") }
+        guard nonce.count == 32 else { throw GPUEvidenceError(.invalidArgument, "gpu: the nonce must be 32 bytes") }
         var count: UInt32 = 0
-        guard getCount(&count) == 0, count > 0 else { throw GPUEvidenceError("gpu: NVML reports no GPU") }
+        guard getCount(&count) == 0, count > 0 else { throw GPUEvidenceError(.unavailable, "gpu: NVML reports no GPU") }
         return try (0..<count).map { index in
             var device: OpaquePointer?
-            guard getHandle(index, &device) == 0 else { throw GPUEvidenceError("gpu: NVML could not open GPU \(index)") }
+            guard getHandle(index, &device) == 0 else { throw GPUEvidenceError(.collection, "gpu: NVML could not open GPU \(index)") }
             let report = UnsafeMutableRawPointer.allocate(byteCount: Self.reportSize, alignment: 4)
             defer { report.deallocate() }
             report.initializeMemory(as: UInt8.self, repeating: 0, count: Self.reportSize)
             nonce.withUnsafeBytes { report.advanced(by: 12).copyMemory(from: $0.baseAddress!, byteCount: 32) }
             let reportStatus = getReport(device, report)
-            guard reportStatus == 0 else { throw GPUEvidenceError("gpu: GPU \(index): the attestation report call failed (NVML status \(reportStatus)); is confidential computing on?") }
+            guard reportStatus == 0 else { throw GPUEvidenceError(.collection, "gpu: GPU \(index): the attestation report call failed (NVML status \(reportStatus)); is confidential computing on?") }
             let reportLength = Int(report.load(fromByteOffset: 4, as: UInt32.self))
             let certificate = UnsafeMutableRawPointer.allocate(byteCount: Self.certificateSize, alignment: 4)
             defer { certificate.deallocate() }
             certificate.initializeMemory(as: UInt8.self, repeating: 0, count: Self.certificateSize)
             let certificateStatus = getCertificate(device, certificate)
-            guard certificateStatus == 0 else { throw GPUEvidenceError("gpu: GPU \(index): the certificate call failed (NVML status \(certificateStatus))") }
+            guard certificateStatus == 0 else { throw GPUEvidenceError(.collection, "gpu: GPU \(index): the certificate call failed (NVML status \(certificateStatus))") }
             let chainLength = Int(certificate.load(fromByteOffset: 4, as: UInt32.self))
-            guard reportLength <= 8192, chainLength <= 5120 else { throw GPUEvidenceError("gpu: GPU \(index): NVML returned inconsistent sizes") }
+            guard reportLength <= 8192, chainLength <= 5120 else { throw GPUEvidenceError(.collection, "gpu: GPU \(index): NVML returned inconsistent sizes") }
             let reportBytes = Array(UnsafeRawBufferPointer(start: report.advanced(by: 44), count: reportLength))
             let chainBytes = Array(UnsafeRawBufferPointer(start: certificate.advanced(by: 8 + 4096), count: chainLength))
             return GPUEvidenceSource.Evidence(report: reportBytes, chainPEM: String(decoding: chainBytes, as: UTF8.self))

@@ -43,12 +43,12 @@ enum OCSPStatus {
     static let ecdsaSHA384: ASN1ObjectIdentifier = [1, 2, 840, 10045, 4, 3, 3]
 
     private static func children(_ node: ASN1Node, _ what: String) throws -> [ASN1Node] {
-        guard case .constructed(let nodes) = node.content else { throw GPUEvidenceError("ocsp: \(what) is not constructed") }
+        guard case .constructed(let nodes) = node.content else { throw GPUEvidenceError(.malformed, "ocsp: \(what) is not constructed") }
         return Array(nodes)
     }
 
     private static func bytes(_ node: ASN1Node, _ what: String) throws -> [UInt8] {
-        guard case .primitive(let bytes) = node.content else { throw GPUEvidenceError("ocsp: \(what) is not primitive") }
+        guard case .primitive(let bytes) = node.content else { throw GPUEvidenceError(.malformed, "ocsp: \(what) is not primitive") }
         return Array(bytes)
     }
 
@@ -56,7 +56,7 @@ enum OCSPStatus {
         let value = try GeneralizedTime(derEncoded: node)
         var components = DateComponents(timeZone: TimeZone(identifier: "UTC"), year: value.year, month: value.month, day: value.day, hour: value.hours, minute: value.minutes, second: value.seconds)
         components.calendar = Calendar(identifier: .gregorian)
-        guard let date = components.date else { throw GPUEvidenceError("ocsp: a time is out of range") }
+        guard let date = components.date else { throw GPUEvidenceError(.malformed, "ocsp: a time is out of range") }
         return date
     }
 
@@ -64,17 +64,17 @@ enum OCSPStatus {
     static func parse(_ der: [UInt8]) throws -> Response {
         let root = try children(try DER.parse(der), "OCSPResponse")
         guard let statusNode = root.first, try bytes(statusNode, "responseStatus") == [0] else {
-            throw GPUEvidenceError("ocsp: the response status is not successful")
+            throw GPUEvidenceError(.revocation, "ocsp: the response status is not successful")
         }
         guard root.count == 2, let bytesNode = try children(root[1], "responseBytes").first else {
-            throw GPUEvidenceError("ocsp: the response carries no responseBytes")
+            throw GPUEvidenceError(.malformed, "ocsp: the response carries no responseBytes")
         }
         let responseBytes = try children(bytesNode, "ResponseBytes")
         guard responseBytes.count == 2, try ASN1ObjectIdentifier(derEncoded: responseBytes[0]) == basic else {
-            throw GPUEvidenceError("ocsp: the response is not a basic OCSP response")
+            throw GPUEvidenceError(.malformed, "ocsp: the response is not a basic OCSP response")
         }
         let basicNodes = try children(try DER.parse(try bytes(responseBytes[1], "response")), "BasicOCSPResponse")
-        guard basicNodes.count >= 3 else { throw GPUEvidenceError("ocsp: BasicOCSPResponse is truncated") }
+        guard basicNodes.count >= 3 else { throw GPUEvidenceError(.malformed, "ocsp: BasicOCSPResponse is truncated") }
         let tbs = Array(basicNodes[0].encodedBytes)
         let algorithm = try ASN1ObjectIdentifier(derEncoded: try children(basicNodes[1], "signatureAlgorithm")[0])
         let signature = try ASN1BitString(derEncoded: basicNodes[2])
@@ -84,12 +84,12 @@ enum OCSPStatus {
         }
         var fields = try children(basicNodes[0], "ResponseData")
         if let first = fields.first, first.identifier.tagClass == .contextSpecific, first.identifier.tagNumber == 0 { fields.removeFirst() }
-        guard fields.count >= 3 else { throw GPUEvidenceError("ocsp: ResponseData is truncated") }
+        guard fields.count >= 3 else { throw GPUEvidenceError(.malformed, "ocsp: ResponseData is truncated") }
         let singles = try children(fields[2], "responses").map { node -> Single in
             let parts = try children(node, "SingleResponse")
-            guard parts.count >= 3 else { throw GPUEvidenceError("ocsp: a SingleResponse is truncated") }
+            guard parts.count >= 3 else { throw GPUEvidenceError(.malformed, "ocsp: a SingleResponse is truncated") }
             let certID = try children(parts[0], "CertID")
-            guard certID.count == 4 else { throw GPUEvidenceError("ocsp: CertID is malformed") }
+            guard certID.count == 4 else { throw GPUEvidenceError(.malformed, "ocsp: CertID is malformed") }
             let outcome: Outcome
             switch parts[1].identifier.tagNumber {
             case 0: outcome = .good
@@ -137,9 +137,9 @@ enum OCSPStatus {
     private static func issuerParts(_ certificate: Certificate) throws -> (name: [UInt8], key: [UInt8]) {
         var fields = try children(try children(try DER.parse(certificate.derBytes), "Certificate")[0], "TBSCertificate")
         if let first = fields.first, first.identifier.tagClass == .contextSpecific { fields.removeFirst() }
-        guard fields.count > 5 else { throw GPUEvidenceError("ocsp: TBSCertificate is truncated") }
+        guard fields.count > 5 else { throw GPUEvidenceError(.malformed, "ocsp: TBSCertificate is truncated") }
         let spki = try children(fields[5], "SubjectPublicKeyInfo")
-        guard spki.count == 2 else { throw GPUEvidenceError("ocsp: SubjectPublicKeyInfo is malformed") }
+        guard spki.count == 2 else { throw GPUEvidenceError(.malformed, "ocsp: SubjectPublicKeyInfo is malformed") }
         return (Array(fields[4].encodedBytes), Array(try ASN1BitString(derEncoded: spki[1]).bytes))
     }
 
@@ -150,7 +150,7 @@ enum OCSPStatus {
         do {
             (name, issuerKey) = try issuerParts(issuer)
         } catch {
-            return .failure(GPUEvidenceError("ocsp: cannot read the issuer of \(certificate.subject): \(error)"))
+            return .failure(GPUEvidenceError(.revocation, "ocsp: cannot read the issuer of \(certificate.subject): \(error)"))
         }
         let serial = certificate.serialNumber.bytes
         for response in responses {
@@ -164,14 +164,14 @@ enum OCSPStatus {
                         && ((try? responder.extensions.extendedKeyUsage?.contains(.ocspSigning)) ?? false)
                 }
                 guard verify(response, key: issuer.publicKey) || delegated.map({ verify(response, key: $0.publicKey) }) == true else {
-                    return .failure(GPUEvidenceError("ocsp: the response for \(certificate.subject) is not signed by its issuer or a delegated responder"))
+                    return .failure(GPUEvidenceError(.revocation, "ocsp: the response for \(certificate.subject) is not signed by its issuer or a delegated responder"))
                 }
                 guard single.thisUpdate <= time, single.nextUpdate.map({ time <= $0 }) ?? true else {
-                    return .failure(GPUEvidenceError("ocsp: the response for \(certificate.subject) is not current at \(time)"))
+                    return .failure(GPUEvidenceError(.revocation, "ocsp: the response for \(certificate.subject) is not current at \(time)"))
                 }
                 return .success(single.outcome)
             }
         }
-        return .failure(GPUEvidenceError("ocsp: no response covers \(certificate.subject)"))
+        return .failure(GPUEvidenceError(.revocation, "ocsp: no response covers \(certificate.subject)"))
     }
 }

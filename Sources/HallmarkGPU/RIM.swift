@@ -33,16 +33,16 @@ struct RIMManifest {
     init(xml: [UInt8]) throws {
         let document = try XMLDocument(data: Data(xml), options: [])
         guard let root = document.rootElement(), root.localName == "SoftwareIdentity" else {
-            throw GPUEvidenceError("rim: the document is not a SWID tag (SoftwareIdentity)")
+            throw GPUEvidenceError(.malformed, "rim: the document is not a SWID tag (SoftwareIdentity)")
         }
         guard let meta = root.children?.compactMap({ $0 as? XMLElement }).first(where: { $0.localName == "Meta" }),
             let version = meta.attributes?.first(where: { $0.localName == "colloquialVersion" })?.stringValue
         else {
-            throw GPUEvidenceError("rim: Meta@colloquialVersion is missing")
+            throw GPUEvidenceError(.malformed, "rim: Meta@colloquialVersion is missing")
         }
         self.version = version
         guard let payload = root.children?.compactMap({ $0 as? XMLElement }).first(where: { $0.localName == "Payload" }) else {
-            throw GPUEvidenceError("rim: Payload is missing")
+            throw GPUEvidenceError(.malformed, "rim: Payload is missing")
         }
         var measurements: [Measurement] = []
         for resource in payload.children?.compactMap({ $0 as? XMLElement }) ?? [] where resource.localName == "Resource" {
@@ -50,13 +50,13 @@ struct RIMManifest {
             func attribute(_ name: String) -> String? { attributes.first { $0.localName == name }?.stringValue }
             guard attribute("type") == "Measurement" else { continue }
             guard let indexText = attribute("index"), let index = Int(indexText) else {
-                throw GPUEvidenceError("rim: a Resource has no numeric index")
+                throw GPUEvidenceError(.malformed, "rim: a Resource has no numeric index")
             }
             let count = Int(attribute("alternatives") ?? "1") ?? 1
             var alternatives: [[UInt8]] = []
             for alternative in 0..<count {
                 guard let hex = attribute("Hash\(alternative)"), let digest = Hex.decode(hex) else {
-                    throw GPUEvidenceError("rim: Resource \(index) lacks Hash\(alternative)")
+                    throw GPUEvidenceError(.malformed, "rim: Resource \(index) lacks Hash\(alternative)")
                 }
                 alternatives.append(digest)
             }

@@ -6,10 +6,45 @@ public import Foundation
 import HallmarkAttestation
 import SPIFFE
 
-/// Evidence that could not be read, naming the field.
+/// GPU evidence that could not be collected or read: a stable code, and a message naming the field.
+///
+/// Match on ``code``; read ``message`` for the cause. New codes may be added, so a `switch` over
+/// codes needs a `default`.
 public struct GPUEvidenceError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String, Hashable, Sendable {
+            case unavailable, collection, invalidArgument, malformed, revocation
+        }
+
+        fileprivate let base: Base
+        fileprivate init(_ base: Base) { self.base = base }
+
+        public var description: String { base.rawValue }
+
+        /// This node has no NVIDIA driver or GPU able to give evidence.
+        public static let unavailable = Code(.unavailable)
+        /// A call or command collecting evidence failed, or gave something other than evidence.
+        public static let collection = Code(.collection)
+        /// A request for evidence that cannot be made as given (a nonce of the wrong size).
+        public static let invalidArgument = Code(.invalidArgument)
+        /// Evidence (an SPDM report, an OCSP response, a RIM) that does not parse; the message names the field.
+        public static let malformed = Code(.malformed)
+        /// An OCSP response that does not answer for the certificate: unsigned, stale, or missing.
+        public static let revocation = Code(.revocation)
+    }
+
+    public let code: Code
+    /// A sentence naming the cause, prefixed by the area (`gpu:`, `ocsp:`, `rim:`).
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The error this one came from, described, when another error caused it.
+    public let underlying: String?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying.map { "\($0)" }
+    }
+
     public var description: String { message }
 }
 
@@ -28,7 +63,7 @@ struct LittleEndianReader {
 
     mutating func take(_ count: Int, _ field: String) throws -> [UInt8] {
         guard count >= 0, remaining >= count else {
-            throw GPUEvidenceError("gpu: \(structure).\(field): needs \(count) bytes at offset \(offset), \(remaining) left (truncated)")
+            throw GPUEvidenceError(.malformed, "gpu: \(structure).\(field): needs \(count) bytes at offset \(offset), \(remaining) left (truncated)")
         }
         defer { offset += count }
         return Array(bytes[offset..<offset + count])
@@ -66,20 +101,20 @@ public struct SPDMReport: Hashable, Sendable {
         self.bytes = bytes
         var request = LittleEndianReader(bytes, structure: "GET_MEASUREMENTS request")
         let version = try request.u8("version")
-        guard version == 0x11 else { throw GPUEvidenceError("gpu: request.version is 0x\(String(version, radix: 16)), not SPDM 1.1 (0x11)") }
+        guard version == 0x11 else { throw GPUEvidenceError(.malformed, "gpu: request.version is 0x\(String(version, radix: 16)), not SPDM 1.1 (0x11)") }
         let code = try request.u8("code")
-        guard code == 0xE0 else { throw GPUEvidenceError("gpu: request.code is 0x\(String(code, radix: 16)), not GET_MEASUREMENTS (0xE0)") }
+        guard code == 0xE0 else { throw GPUEvidenceError(.malformed, "gpu: request.code is 0x\(String(code, radix: 16)), not GET_MEASUREMENTS (0xE0)") }
         let attributes = try request.u8("param1")
-        guard attributes & 0x01 != 0 else { throw GPUEvidenceError("gpu: request.param1 does not ask for a signature") }
+        guard attributes & 0x01 != 0 else { throw GPUEvidenceError(.malformed, "gpu: request.param1 does not ask for a signature") }
         _ = try request.u8("param2")
         requestNonce = try request.take(32, "nonce")
         _ = try request.u8("slotID")
 
         var response = LittleEndianReader(bytes, from: request.offset, structure: "MEASUREMENTS response")
         let responseVersion = try response.u8("version")
-        guard responseVersion == version else { throw GPUEvidenceError("gpu: response.version 0x\(String(responseVersion, radix: 16)) differs from the request's") }
+        guard responseVersion == version else { throw GPUEvidenceError(.malformed, "gpu: response.version 0x\(String(responseVersion, radix: 16)) differs from the request's") }
         let responseCode = try response.u8("code")
-        guard responseCode == 0x60 else { throw GPUEvidenceError("gpu: response.code is 0x\(String(responseCode, radix: 16)), not MEASUREMENTS (0x60)") }
+        guard responseCode == 0x60 else { throw GPUEvidenceError(.malformed, "gpu: response.code is 0x\(String(responseCode, radix: 16)), not MEASUREMENTS (0x60)") }
         _ = try response.u8("param1")
         _ = try response.u8("param2")
         let count = Int(try response.u8("numberOfBlocks"))
@@ -89,18 +124,18 @@ public struct SPDMReport: Hashable, Sendable {
         for position in 0..<count {
             let index = Int(try record.u8("block[\(position)].index"))
             let specification = try record.u8("block[\(position)].specification")
-            guard specification == 1 else { throw GPUEvidenceError("gpu: block \(index) is not a DMTF measurement (specification \(specification))") }
+            guard specification == 1 else { throw GPUEvidenceError(.malformed, "gpu: block \(index) is not a DMTF measurement (specification \(specification))") }
             let size = try record.u16("block[\(position)].size")
             var block = LittleEndianReader(try record.take(size, "block[\(position)].measurement"), structure: "block \(index)")
             _ = try block.u8("dmtfType")
             let valueSize = try block.u16("valueSize")
             guard valueSize + 3 == size else {
-                throw GPUEvidenceError("gpu: block \(index): value size \(valueSize) is inconsistent with the block size \(size)")
+                throw GPUEvidenceError(.malformed, "gpu: block \(index): value size \(valueSize) is inconsistent with the block size \(size)")
             }
             blocks.append(SPDMMeasurementBlock(index: index, value: try block.take(valueSize, "value")))
         }
         guard record.remaining == 0 else {
-            throw GPUEvidenceError("gpu: the measurement record has \(record.remaining) bytes beyond its \(count) blocks")
+            throw GPUEvidenceError(.malformed, "gpu: the measurement record has \(record.remaining) bytes beyond its \(count) blocks")
         }
         self.blocks = blocks
         responderNonce = try response.take(32, "nonce")
@@ -116,7 +151,7 @@ public struct SPDMReport: Hashable, Sendable {
         let signatureStart = response.offset
         signature = try response.take(Self.signatureLength, "signature")
         guard response.remaining == 0 else {
-            throw GPUEvidenceError("gpu: \(response.remaining) bytes follow the signature; the report's lengths are inconsistent")
+            throw GPUEvidenceError(.malformed, "gpu: \(response.remaining) bytes follow the signature; the report's lengths are inconsistent")
         }
         signedBytes = Array(bytes[..<signatureStart])
     }
@@ -124,7 +159,7 @@ public struct SPDMReport: Hashable, Sendable {
     /// Decodes the hex text NVIDIA's tools write.
     public init(hex text: String) throws {
         guard let bytes = Hex.decode(text.filter { !$0.isWhitespace }) else {
-            throw GPUEvidenceError("gpu: the report's hex text has an odd number of digits or a non-hex character")
+            throw GPUEvidenceError(.malformed, "gpu: the report's hex text has an odd number of digits or a non-hex character")
         }
         try self.init(bytes: bytes)
     }

@@ -361,7 +361,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                     reasons.append(held(holders.workloadSVIDs, kind == .x509 ? "workload X509-SVIDs" : "workload JWT-SVIDs")
                         + (holders.jwtUntil.map { " until \($0.formatted(.iso8601))" } ?? ""))
                 }
-                throw CAError(.failedPrecondition, 
+                throw CAError(.failedPrecondition,
                     "authority: " + reasons.joined(separator: "; ")
                         + "; wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
                 )

@@ -26,7 +26,7 @@ public struct HallmarkServer: Service {
     }
 
     public func run() async throws {
-        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw CAError(.configuration, "server: --data-dir: \(error.message)") }
+        do { try PrivateFiles.ensurePrivateDirectory(config.dataDir) } catch let error as PrivateFileError { throw CAError(.configuration, "server: --data-dir: \(error.message)", underlying: error) }
         let store = try SQLiteStore(
             path: config.databasePath, checkpointer: try AuditCheckpointer(dataDir: config.dataDir, interval: config.auditCheckpointInterval)
         )
@@ -38,7 +38,7 @@ public struct HallmarkServer: Service {
         let serverIdentity = try await ServerIdentity(ca: ca, config: config, logger: logger)
         let reloader = serverIdentity.reloader
         let socketPath = config.adminSocketPath
-        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw CAError(.configuration, "server: --admin-socket: \(error.message)") }
+        do { try PrivateFiles.prepareSocketDirectory(for: socketPath) } catch let error as PrivateFileError { throw CAError(.configuration, "server: --admin-socket: \(error.message)", underlying: error) }
         let adminUIDs = config.adminUIDs
         let logger = self.logger
         let admin = GRPCServer(

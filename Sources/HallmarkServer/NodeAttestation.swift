@@ -146,7 +146,7 @@ extension AgentService {
             try await exchange.send(challenge)
             let answer = try AgentAPI_TPMChallengeResponse(serializedBytes: try await exchange.receive())
             guard Array(answer.credential) == credential else {
-                throw TPMError("tpm: credential activation failed: the AK is not on the TPM that holds the EK")
+                throw TPMError(.invalidKey, "tpm: credential activation failed: the AK is not on the TPM that holds the EK")
             }
             try checkPossession(Array(answer.csrSignature), nonce: nonce, csrKey: csrKey)
             try await spend(nonce, for: id)
@@ -248,7 +248,7 @@ extension AgentService {
             var changes: [String] = []
             do {
                 if read.attestationType == TPMAttestation.method {
-                    guard let tpm = config.tpm else { throw TPMError("tpm: TPM attestation is no longer configured on this server") }
+                    guard let tpm = config.tpm else { throw TPMError(.configuration, "tpm: TPM attestation is no longer configured on this server") }
                     let ak = try TPMVerifier.attestationKey(read.attestationData)
                     let pcrSelectors = try TPMVerifier.verifyQuote(
                         attest: Array(request.message.quote.attest), signature: Array(request.message.quote.signature),

@@ -43,12 +43,12 @@ public enum TPMCredential {
     public static func make(ek: TPMPublic, objectName: [UInt8], credential: [UInt8]) throws -> (blob: [UInt8], secret: [UInt8]) {
         let hash = ek.nameAlg
         guard ek.attributes.contains(.restricted), ek.attributes.contains(.decrypt) else {
-            throw TPMError("tpm: the EK is not a restricted decryption key")
+            throw TPMError(.invalidKey, "tpm: the EK is not a restricted decryption key")
         }
         guard ek.symmetricKeyBits == 128 || ek.symmetricKeyBits == 256 else {
-            throw TPMError("tpm: the EK's symmetric algorithm is not AES-128 or AES-256 CFB")
+            throw TPMError(.invalidKey, "tpm: the EK's symmetric algorithm is not AES-128 or AES-256 CFB")
         }
-        guard credential.count <= hash.digestSize else { throw TPMError("tpm: a credential may be at most \(hash.digestSize) bytes") }
+        guard credential.count <= hash.digestSize else { throw TPMError(.invalidArgument, "tpm: a credential may be at most \(hash.digestSize) bytes") }
         let seed: [UInt8]
         let secret: [UInt8]
         switch ek.key {
@@ -75,13 +75,13 @@ public enum TPMCredential {
     }
 
     private static func oaep(_ input: [UInt8], modulus: [UInt8], exponent: UInt32, hash: TPMHash, label: [UInt8]) throws -> [UInt8] {
-        guard hash == .sha256 || hash == .sha384 else { throw TPMError("tpm: RSA-OAEP with \(hash) is not supported") }
+        guard hash == .sha256 || hash == .sha384 else { throw TPMError(.unsupported, "tpm: RSA-OAEP with \(hash) is not supported") }
         var output = [UInt8](repeating: 0, count: modulus.count)
         var length = 0
         let status = hm_rsa_oaep_encrypt(
             modulus, modulus.count, exponent, Int32(hash.digestSize * 8), label, label.count, input, input.count, &output, output.count, &length
         )
-        guard status == 0 else { throw TPMError("tpm: RSA-OAEP encryption to the EK failed") }
+        guard status == 0 else { throw TPMError(.invalidKey, "tpm: RSA-OAEP encryption to the EK failed") }
         return Array(output.prefix(length))
     }
 
@@ -102,7 +102,7 @@ public enum TPMCredential {
             let point = Array(ephemeral.publicKey.rawRepresentation)
             return (Array(point.prefix(48)), Array(point.suffix(48)), z)
         default:
-            throw TPMError("tpm: the EK's curve 0x\(String(curve, radix: 16)) is not P-256 or P-384")
+            throw TPMError(.unsupported, "tpm: the EK's curve 0x\(String(curve, radix: 16)) is not P-256 or P-384")
         }
     }
 }

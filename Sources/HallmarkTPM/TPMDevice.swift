@@ -28,7 +28,7 @@ public final class TPMDevice: Sendable {
     /// Opens the TPM: `tcti` is a tpm2-tss TCTI string such as `device:/dev/tpmrm0` or `swtpm:path=/run/swtpm.sock`.
     public init(tcti: String) throws {
         var error = hm_tpm_error()
-        guard let pointer = hm_tpm_open(tcti, &error) else { throw TPMError(Self.message(error) + " (TCTI \(tcti))") }
+        guard let pointer = hm_tpm_open(tcti, &error) else { throw TPMError(.device, Self.message(error) + " (TCTI \(tcti))") }
         self.tcti = tcti
         context = Mutex(Context(pointer))
     }
@@ -43,7 +43,7 @@ public final class TPMDevice: Sendable {
             var length = 0
             var error = hm_tpm_error()
             let status = buffer.withUnsafeMutableBufferPointer { body(context.pointer, $0.baseAddress!, capacity, &length, &error) }
-            guard status == 0 else { throw TPMError(Self.message(error)) }
+            guard status == 0 else { throw TPMError(.device, Self.message(error)) }
             return Array(buffer.prefix(length))
         }
     }
@@ -81,12 +81,12 @@ public final class TPMDevice: Sendable {
                 context.pointer, algorithms, masks, banks.count, nonce, nonce.count, &attest, attestCapacity, &lengths.0,
                 &signature, signatureCapacity, &lengths.1, &values, valuesCapacity, &lengths.2, &error
             )
-            guard status == 0 else { throw TPMError(Self.message(error)) }
+            guard status == 0 else { throw TPMError(.device, Self.message(error)) }
             var pcrs: [TPMHash: [Int: [UInt8]]] = [:]
             var offset = 0
             for bank in banks {
                 for pcr in selection[bank]!.sorted() {
-                    guard offset + bank.digestSize <= lengths.2 else { throw TPMError("tpm: fewer PCR values came back than were quoted") }
+                    guard offset + bank.digestSize <= lengths.2 else { throw TPMError(.device, "tpm: fewer PCR values came back than were quoted") }
                     pcrs[bank, default: [:]][pcr] = Array(values[offset..<offset + bank.digestSize])
                     offset += bank.digestSize
                 }

@@ -5,10 +5,55 @@
 public import Foundation
 import Crypto
 
-/// A TPM structure that could not be read, naming the structure and the field.
+/// A TPM failure or refusal: a stable code, and a message naming the structure, key or PCR.
+///
+/// Match on ``code``; read ``message`` for the cause. New codes may be added, so a `switch` over
+/// codes needs a `default`.
 public struct TPMError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String, Hashable, Sendable {
+            case malformed, unsupported, device, configuration, policy, invalidArgument, invalidKey, untrustedEK, invalidQuote, pcrMismatch
+        }
+
+        fileprivate let base: Base
+        fileprivate init(_ base: Base) { self.base = base }
+
+        public var description: String { base.rawValue }
+
+        /// A TPM structure or certificate that does not parse; the message names the structure and field.
+        public static let malformed = Code(.malformed)
+        /// An algorithm, curve or key type Hallmark does not accept.
+        public static let unsupported = Code(.unsupported)
+        /// The TPM (or its TCTI) failed a command.
+        public static let device = Code(.device)
+        /// A file or directory the TPM attestor is configured with cannot be used.
+        public static let configuration = Code(.configuration)
+        /// A PCR policy file that breaks its format.
+        public static let policy = Code(.policy)
+        /// A request the TPM code cannot carry out as given (a credential too long).
+        public static let invalidArgument = Code(.invalidArgument)
+        /// An endorsement or attestation key without the attributes its role requires.
+        public static let invalidKey = Code(.invalidKey)
+        /// An endorsement key neither allow-listed nor certified by a trusted manufacturer CA.
+        public static let untrustedEK = Code(.untrustedEK)
+        /// A quote that is not signed by the attested key over this nonce and these PCR values.
+        public static let invalidQuote = Code(.invalidQuote)
+        /// A PCR value other than the policy requires.
+        public static let pcrMismatch = Code(.pcrMismatch)
+    }
+
+    public let code: Code
+    /// A sentence naming the cause, prefixed `tpm:`.
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The error this one came from, described, when another error caused it.
+    public let underlying: String?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying.map { "\($0)" }
+    }
+
     public var description: String { message }
 }
 
@@ -27,7 +72,7 @@ struct TPMReader {
 
     mutating func take(_ count: Int, _ field: String) throws -> [UInt8] {
         guard count >= 0, remaining >= count else {
-            throw TPMError("tpm: \(structure).\(field): needs \(count) bytes at offset \(offset), \(remaining) left")
+            throw TPMError(.malformed, "tpm: \(structure).\(field): needs \(count) bytes at offset \(offset), \(remaining) left")
         }
         defer { offset += count }
         return Array(bytes[offset..<offset + count])
@@ -42,7 +87,7 @@ struct TPMReader {
     mutating func sized(_ field: String) throws -> [UInt8] { try take(Int(try u16("\(field).size")), field) }
 
     func finish() throws {
-        guard remaining == 0 else { throw TPMError("tpm: \(structure): \(remaining) trailing bytes after the structure") }
+        guard remaining == 0 else { throw TPMError(.malformed, "tpm: \(structure): \(remaining) trailing bytes after the structure") }
     }
 }
 
@@ -60,7 +105,7 @@ public enum TPMHash: UInt16, Sendable, CaseIterable, CustomStringConvertible {
     case sha1 = 0x0004, sha256 = 0x000B, sha384 = 0x000C, sha512 = 0x000D
 
     public init(_ id: UInt16, field: String) throws {
-        guard let hash = TPMHash(rawValue: id) else { throw TPMError("tpm: \(field): unsupported hash algorithm 0x\(String(id, radix: 16))") }
+        guard let hash = TPMHash(rawValue: id) else { throw TPMError(.unsupported, "tpm: \(field): unsupported hash algorithm 0x\(String(id, radix: 16))") }
         self = hash
     }
 
@@ -173,7 +218,7 @@ public struct TPMPublic: Hashable, Sendable {
             if kdf != 0x0010 { _ = try reader.u16("parameters.kdf.hashAlg") }
             key = .ecc(curve: curve, x: try reader.sized("unique.ecc.x"), y: try reader.sized("unique.ecc.y"))
         default:
-            throw TPMError("tpm: TPMT_PUBLIC.type: 0x\(String(type, radix: 16)) is neither RSA (0x1) nor ECC (0x23)")
+            throw TPMError(.unsupported, "tpm: TPMT_PUBLIC.type: 0x\(String(type, radix: 16)) is neither RSA (0x1) nor ECC (0x23)")
         }
         try reader.finish()
     }
@@ -207,9 +252,9 @@ public struct TPMQuote: Hashable, Sendable {
         self.bytes = bytes
         var reader = TPMReader(bytes, structure: "TPMS_ATTEST")
         let magic = try reader.u32("magic")
-        guard magic == Self.magic else { throw TPMError("tpm: TPMS_ATTEST.magic is 0x\(String(magic, radix: 16)), not TPM_GENERATED_VALUE") }
+        guard magic == Self.magic else { throw TPMError(.malformed, "tpm: TPMS_ATTEST.magic is 0x\(String(magic, radix: 16)), not TPM_GENERATED_VALUE") }
         let type = try reader.u16("type")
-        guard type == Self.typeQuote else { throw TPMError("tpm: TPMS_ATTEST.type is 0x\(String(type, radix: 16)), not a quote (0x8018)") }
+        guard type == Self.typeQuote else { throw TPMError(.malformed, "tpm: TPMS_ATTEST.type is 0x\(String(type, radix: 16)), not a quote (0x8018)") }
         qualifiedSigner = try reader.sized("qualifiedSigner")
         extraData = try reader.sized("extraData")
         _ = try reader.u64("clockInfo.clock")
@@ -218,7 +263,7 @@ public struct TPMQuote: Hashable, Sendable {
         _ = try reader.u8("clockInfo.safe")
         _ = try reader.u64("firmwareVersion")
         let count = try reader.u32("quote.pcrSelect.count")
-        guard count <= 16 else { throw TPMError("tpm: TPMS_ATTEST.quote.pcrSelect.count \(count) is more than there are banks") }
+        guard count <= 16 else { throw TPMError(.malformed, "tpm: TPMS_ATTEST.quote.pcrSelect.count \(count) is more than there are banks") }
         var selections: [Selection] = []
         for index in 0..<Int(count) {
             let hash = try TPMHash(try reader.u16("quote.pcrSelect[\(index)].hash"), field: "TPMS_ATTEST.quote.pcrSelect[\(index)].hash")
@@ -252,7 +297,7 @@ public struct TPMSignature: Hashable, Sendable {
         case 0x0018: value = .ecdsa(r: try reader.sized("signature.r"), s: try reader.sized("signature.s"))
         case 0x0014: value = .rsassa(try reader.sized("signature.sig"))
         case 0x0016: value = .rsapss(try reader.sized("signature.sig"))
-        default: throw TPMError("tpm: TPMT_SIGNATURE.sigAlg 0x\(String(algorithm, radix: 16)) is not ECDSA, RSASSA or RSAPSS")
+        default: throw TPMError(.unsupported, "tpm: TPMT_SIGNATURE.sigAlg 0x\(String(algorithm, radix: 16)) is not ECDSA, RSASSA or RSAPSS")
         }
         try reader.finish()
     }

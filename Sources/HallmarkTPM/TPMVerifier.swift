@@ -43,7 +43,7 @@ public struct TPMTrust: Sendable {
                 certificates.append(certificate)
             }
         }
-        guard !certificates.isEmpty else { throw TPMError("tpm: \(flag) \(directory) holds no certificate") }
+        guard !certificates.isEmpty else { throw TPMError(.configuration, "tpm: \(flag) \(directory) holds no certificate") }
         return certificates
     }
 }
@@ -57,16 +57,16 @@ public struct TPMPCRPolicy: Hashable, Sendable {
     /// `{"sha256": {"16": "hex digest", …}, …}`.
     public init(json: Data) throws {
         guard let object = try? JSONSerialization.jsonObject(with: json) as? [String: Any] else {
-            throw TPMError("tpm policy: expected a JSON object {\"sha256\": {\"PCR\": \"hex\"}}")
+            throw TPMError(.policy, "tpm policy: expected a JSON object {\"sha256\": {\"PCR\": \"hex\"}}")
         }
         var expected: [TPMHash: [Int: [UInt8]]] = [:]
         for (bank, values) in object {
-            guard let hash = TPMHash(bank: bank) else { throw TPMError("tpm policy: bank '\(bank)' is not sha1, sha256, sha384 or sha512") }
-            guard let values = values as? [String: Any] else { throw TPMError("tpm policy: \(bank) must map PCR numbers to hex digests") }
+            guard let hash = TPMHash(bank: bank) else { throw TPMError(.policy, "tpm policy: bank '\(bank)' is not sha1, sha256, sha384 or sha512") }
+            guard let values = values as? [String: Any] else { throw TPMError(.policy, "tpm policy: \(bank) must map PCR numbers to hex digests") }
             for (index, value) in values {
-                guard let pcr = Int(index), (0..<24).contains(pcr) else { throw TPMError("tpm policy: \(bank).\(index): PCR must be 0 to 23") }
+                guard let pcr = Int(index), (0..<24).contains(pcr) else { throw TPMError(.policy, "tpm policy: \(bank).\(index): PCR must be 0 to 23") }
                 guard let hex = value as? String, let digest = Hex.decode(hex), digest.count == hash.digestSize else {
-                    throw TPMError("tpm policy: \(bank).\(index): expected \(hash.digestSize * 2) hex digits")
+                    throw TPMError(.policy, "tpm policy: \(bank).\(index): expected \(hash.digestSize * 2) hex digits")
                 }
                 expected[hash, default: [:]][pcr] = digest
             }
@@ -99,16 +99,16 @@ public enum TPMVerifier {
     public static func endorsement(certificate der: [UInt8], ekPublic: [UInt8], trust: TPMTrust, at time: Date) async throws -> TPMEndorsement {
         let ek = try TPMPublic(bytes: ekPublic)
         let certificate: Certificate
-        do { certificate = try Certificate(derEncoded: der) } catch { throw TPMError("tpm: the EK certificate is not DER X.509: \(error)") }
+        do { certificate = try Certificate(derEncoded: der) } catch { throw TPMError(.malformed, "tpm: the EK certificate is not DER X.509: \(error)") }
         guard try certifiedKey(of: ek) == certificate.publicKey else {
-            throw TPMError("tpm: the EK certificate certifies another key than the EK the agent presented")
+            throw TPMError(.untrustedEK, "tpm: the EK certificate certifies another key than the EK the agent presented")
         }
         let ekHash = try Self.ekHash(certificate.publicKey)
         if trust.allowedEKHashes.contains(ekHash) {
             return TPMEndorsement(ek: ek, ekHash: ekHash, vouchedBy: nil)
         }
         guard !trust.manufacturerCAs.isEmpty else {
-            throw TPMError("tpm: EK \(ekHash) is not on the allow-list and no manufacturer CA is configured")
+            throw TPMError(.untrustedEK, "tpm: EK \(ekHash) is not on the allow-list and no manufacturer CA is configured")
         }
         var verifier = Verifier(rootCertificates: CertificateStore(trust.manufacturerCAs)) {
             RFC5280Policy(validationTime: time)
@@ -119,7 +119,7 @@ public enum TPMVerifier {
             return TPMEndorsement(ek: ek, ekHash: ekHash, vouchedBy: chain.last.map { "\($0.subject)" })
         case .couldNotValidate(let failures):
             let reasons = failures.map { "\($0.policyFailureReason)" }
-            throw TPMError("tpm: the EK certificate does not chain to a trusted manufacturer CA: \(reasons.isEmpty ? "no path to a trusted CA" : reasons.joined(separator: "; "))")
+            throw TPMError(.untrustedEK, "tpm: the EK certificate does not chain to a trusted manufacturer CA: \(reasons.isEmpty ? "no path to a trusted CA" : reasons.joined(separator: "; "))")
         }
     }
 
@@ -143,7 +143,7 @@ public enum TPMVerifier {
         case .ecc(TPMPublic.curveP384, let x, let y):
             return Certificate.PublicKey(try P384.Signing.PublicKey(rawRepresentation: x + y))
         case .ecc(let curve, _, _):
-            throw TPMError("tpm: curve 0x\(String(curve, radix: 16)) is not supported")
+            throw TPMError(.unsupported, "tpm: curve 0x\(String(curve, radix: 16)) is not supported")
         }
     }
 
@@ -152,11 +152,11 @@ public enum TPMVerifier {
         let ak = try TPMPublic(bytes: bytes)
         let required: [(TPMObjectAttributes, String)] = [(.fixedTPM, "fixedTPM"), (.restricted, "restricted"), (.sign, "sign")]
         for (attribute, name) in required where !ak.attributes.contains(attribute) {
-            throw TPMError("tpm: the attestation key lacks the \(name) attribute")
+            throw TPMError(.invalidKey, "tpm: the attestation key lacks the \(name) attribute")
         }
-        guard !ak.attributes.contains(.decrypt) else { throw TPMError("tpm: the attestation key may decrypt; an AK must only sign") }
+        guard !ak.attributes.contains(.decrypt) else { throw TPMError(.invalidKey, "tpm: the attestation key may decrypt; an AK must only sign") }
         guard case .ecc(TPMPublic.curveP256, _, _) = ak.key, ak.scheme == 0x0018, ak.schemeHash == TPMHash.sha256.rawValue else {
-            throw TPMError("tpm: the attestation key must be ECC P-256 with ECDSA-SHA256")
+            throw TPMError(.invalidKey, "tpm: the attestation key must be ECC P-256 with ECDSA-SHA256")
         }
         return ak
     }
@@ -184,38 +184,38 @@ public enum TPMVerifier {
         // The signature first: nothing of an unsigned structure is read.
         let signed = try TPMSignature(bytes: signature)
         guard case .ecc(_, let x, let y) = ak.key, case .ecdsa(let r, let s) = signed.value, signed.hash == .sha256 else {
-            throw TPMError("tpm: the quote is not signed ECDSA-SHA256 as the attestation key requires")
+            throw TPMError(.invalidQuote, "tpm: the quote is not signed ECDSA-SHA256 as the attestation key requires")
         }
         let key = try P256.Signing.PublicKey(rawRepresentation: x + y)
         guard r.count <= 32, s.count <= 32,
             let ecdsa = try? P256.Signing.ECDSASignature(rawRepresentation: pad(r, 32) + pad(s, 32)),
             key.isValidSignature(ecdsa, for: SHA256.hash(data: attest))
         else {
-            throw TPMError("tpm: the quote's signature does not verify with the attestation key")
+            throw TPMError(.invalidQuote, "tpm: the quote's signature does not verify with the attestation key")
         }
         let quote = try TPMQuote(bytes: attest)
         guard quote.qualifiedSigner == qualifiedName(ak: ak) else {
-            throw TPMError("tpm: the quote was signed by another key than the attested AK (qualifiedSigner mismatch)")
+            throw TPMError(.invalidQuote, "tpm: the quote was signed by another key than the attested AK (qualifiedSigner mismatch)")
         }
-        guard quote.extraData == nonce else { throw TPMError("tpm: the quote does not carry this server's nonce") }
+        guard quote.extraData == nonce else { throw TPMError(.invalidQuote, "tpm: the quote does not carry this server's nonce") }
         let requested = selection.filter { !$0.value.isEmpty }
         let quoted = Dictionary(quote.selections.filter { !$0.pcrs.isEmpty }.map { ($0.hash, $0.pcrs) }, uniquingKeysWith: { $0 + $1 })
-        guard quoted == requested else { throw TPMError("tpm: the quote covers other PCRs than the server asked for") }
+        guard quoted == requested else { throw TPMError(.invalidQuote, "tpm: the quote covers other PCRs than the server asked for") }
         var concatenated: [UInt8] = []
         for part in quote.selections {
             for pcr in part.pcrs {
                 guard let value = pcrValues[part.hash]?[pcr], value.count == part.hash.digestSize else {
-                    throw TPMError("tpm: no \(part.hash) value sent for quoted PCR \(pcr)")
+                    throw TPMError(.invalidQuote, "tpm: no \(part.hash) value sent for quoted PCR \(pcr)")
                 }
                 concatenated += value
             }
         }
         guard signed.hash.digest(concatenated) == quote.pcrDigest else {
-            throw TPMError("tpm: the PCR values sent do not match the quote's PCR digest")
+            throw TPMError(.invalidQuote, "tpm: the PCR values sent do not match the quote's PCR digest")
         }
         for (bank, values) in policy.expected.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
             for (pcr, digest) in values.sorted(by: { $0.key < $1.key }) where pcrValues[bank]?[pcr] != digest {
-                throw TPMError("tpm: PCR \(bank):\(pcr) is \(Hex.encode(pcrValues[bank]?[pcr] ?? [])), the policy requires \(Hex.encode(digest))")
+                throw TPMError(.pcrMismatch, "tpm: PCR \(bank):\(pcr) is \(Hex.encode(pcrValues[bank]?[pcr] ?? [])), the policy requires \(Hex.encode(digest))")
             }
         }
         var selectors: [Selector] = []

@@ -52,7 +52,7 @@ public final class JWTSource: JWTBundleSource, Sendable {
     /// - Throws: ``WorkloadAPIClientError`` when the agent issues none.
     public func fetchJWTSVID(audience: [String], spiffeID: SPIFFEID? = nil) async throws -> FetchedJWTSVID {
         guard let first = try await client.fetchJWTSVIDs(audience: audience, spiffeID: spiffeID).first else {
-            throw WorkloadAPIClientError("workloadapi: the agent issued no JWT-SVID for \(spiffeID?.description ?? "this workload")")
+            throw WorkloadAPIClientError(.noIdentity, "workloadapi: the agent issued no JWT-SVID for \(spiffeID?.description ?? "this workload")")
         }
         return first
     }

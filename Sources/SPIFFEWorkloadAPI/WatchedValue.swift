@@ -121,7 +121,7 @@ final class WatchedValue<Value: Sendable>: Sendable {
             defer { group.cancelAll() }
             if let first = try await group.next(), let value = first { return value }
             let reason = self.lastError.map { " (last error: \($0))" } ?? ""
-            throw WorkloadAPIClientError("workloadapi: no \(what) within \(timeout)\(reason)")
+            throw WorkloadAPIClientError(.timeout, "workloadapi: no \(what) within \(timeout)\(reason)")
         }
     }
 }

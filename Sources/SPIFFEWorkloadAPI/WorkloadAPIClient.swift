@@ -34,20 +34,20 @@ public struct WorkloadAPIClient: Sendable {
         if endpoint.hasPrefix("unix://") {
             let path = String(endpoint.dropFirst("unix://".count))
             guard path.hasPrefix("/") else {
-                throw WorkloadAPIClientError("workloadapi: '\(endpoint)' must be unix:///absolute/path")
+                throw WorkloadAPIClientError(.invalidEndpoint, "workloadapi: '\(endpoint)' must be unix:///absolute/path")
             }
             socketPath = path
         } else if endpoint.hasPrefix("/") {
             socketPath = endpoint
         } else {
-            throw WorkloadAPIClientError("workloadapi: '\(endpoint)' is not unix:///path or an absolute path")
+            throw WorkloadAPIClientError(.invalidEndpoint, "workloadapi: '\(endpoint)' is not unix:///path or an absolute path")
         }
     }
 
     /// The endpoint from `SPIFFE_ENDPOINT_SOCKET`.
     public static func fromEnvironment() throws -> WorkloadAPIClient {
         guard let value = ProcessInfo.processInfo.environment[WorkloadAPI.endpointSocketVariable], !value.isEmpty else {
-            throw WorkloadAPIClientError("workloadapi: no socket given and \(WorkloadAPI.endpointSocketVariable) is not set")
+            throw WorkloadAPIClientError(.invalidEndpoint, "workloadapi: no socket given and \(WorkloadAPI.endpointSocketVariable) is not set")
         }
         return try WorkloadAPIClient(endpoint: value)
     }
@@ -85,7 +85,7 @@ public struct WorkloadAPIClient: Sendable {
                     last = context
                     if try await !handler(context) { break }
                 }
-                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any X.509 context") }
+                guard let last else { throw WorkloadAPIClientError(.streamEnded, "workloadapi: the stream ended before any X.509 context") }
                 return last
             }
         }
@@ -96,7 +96,7 @@ public struct WorkloadAPIClient: Sendable {
         let svids = try message.svids.map { item -> X509SVID in
             let svid = try X509SVID(chainDER: Array(item.x509Svid), privateKeyDER: Array(item.x509SvidKey), hint: item.hint)
             guard svid.id.description == item.spiffeID else {
-                throw WorkloadAPIClientError("workloadapi: the SVID's certificate names \(svid.id), the message \(item.spiffeID)")
+                throw WorkloadAPIClientError(.invalidResponse, "workloadapi: the SVID's certificate names \(svid.id), the message \(item.spiffeID)")
             }
             bundles.set(try X509Bundle(trustDomain: svid.id.trustDomain, der: Array(item.bundle)))
             return svid
@@ -142,7 +142,7 @@ public struct WorkloadAPIClient: Sendable {
                     last = set
                     if try await !handler(set) { break }
                 }
-                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any JWT bundle") }
+                guard let last else { throw WorkloadAPIClientError(.streamEnded, "workloadapi: the stream ended before any JWT bundle") }
                 return last
             }
         }
@@ -167,7 +167,7 @@ public struct WorkloadAPIClient: Sendable {
                     last = set
                     if try await !handler(set) { break }
                 }
-                guard let last else { throw WorkloadAPIClientError("workloadapi: the stream ended before any X.509 bundle") }
+                guard let last else { throw WorkloadAPIClientError(.streamEnded, "workloadapi: the stream ended before any X.509 bundle") }
                 return last
             }
         }
@@ -188,8 +188,44 @@ public struct WorkloadAPIClient: Sendable {
     }
 }
 
-public struct WorkloadAPIClientError: Error, CustomStringConvertible, Sendable {
+/// A failure of the Workload API client: a stable code, and a message naming the cause.
+///
+/// Match on ``code``; read ``message`` for the cause. New codes may be added, so a `switch` over
+/// codes needs a `default`.
+public struct WorkloadAPIClientError: Error, Hashable, Sendable, CustomStringConvertible {
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: String, Hashable, Sendable {
+            case invalidEndpoint, streamEnded, invalidResponse, noIdentity, timeout
+        }
+
+        fileprivate let base: Base
+        fileprivate init(_ base: Base) { self.base = base }
+
+        public var description: String { base.rawValue }
+
+        /// The socket address is not a Unix socket path, or none was given.
+        public static let invalidEndpoint = Code(.invalidEndpoint)
+        /// The agent ended a stream before it sent what was asked for.
+        public static let streamEnded = Code(.streamEnded)
+        /// The agent sent something that contradicts itself.
+        public static let invalidResponse = Code(.invalidResponse)
+        /// The agent issued no SVID of the kind asked for.
+        public static let noIdentity = Code(.noIdentity)
+        /// Nothing arrived within the time given.
+        public static let timeout = Code(.timeout)
+    }
+
+    public let code: Code
+    /// A sentence naming the cause, prefixed `workloadapi:`.
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// The error this one came from, described, when another error caused it.
+    public let underlying: String?
+
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying.map { "\($0)" }
+    }
+
     public var description: String { message }
 }

@@ -45,6 +45,7 @@ struct NodeAttestorTests {
                 _ = try attestor.payload()
             } catch let error as AgentError {
                 #expect(error.message == "agent: no usable SVID in /var/lib/hallmark-agent and no --join-token to attest with")
+                #expect(error.code == .noIdentity)
             }
         }
         #expect(Self.config(token: "t").evidenceContributors.isEmpty)

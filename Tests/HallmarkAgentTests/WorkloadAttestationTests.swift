@@ -77,7 +77,8 @@ struct WorkloadAttestationTests {
     func reusedPid() throws {
         let own = ProcessInfo.processInfo.processIdentifier
         let stale = PeerCredentials(pid: own, uid: getuid(), gid: getgid(), startTime: (PeerCredentials.startTime(of: own) ?? 0) + 1)
-        #expect(throws: AgentError.self) { try UnixWorkloadAttestor().selectors(for: stale) }
+        let refused = #expect(throws: AgentError.self) { try UnixWorkloadAttestor().selectors(for: stale) }
+        #expect(refused?.code == .callerChanged)
         #expect(UnixWorkloadAttestor.executablePath(Int32.max) == nil)
     }
 }

@@ -16,6 +16,7 @@ struct X509SourceEndToEndTests {
         defer { source.close() }
         let error = await #expect(throws: WorkloadAPIClientError.self) { try await source.waitForFirstUpdate(timeout: .milliseconds(500)) }
         #expect(error?.message.contains("no X.509 context within") == true)
+        #expect(error?.code == .timeout)
         #expect(source.svid == nil)
     }
 

@@ -97,6 +97,7 @@ struct GPUVerifierTests {
         truncated.removeLast()
         let error = #expect(throws: GPUEvidenceError.self) { try SPDMReport(bytes: truncated) }
         #expect(error?.message.contains("signature") == true && error?.message.contains("truncated") == true)
+        #expect(error?.code == .malformed)
     }
 
     @Test("a wrong nonce fails on the nonce; a chain ending in another root fails on the chain")

@@ -66,6 +66,7 @@ struct TPMAttestationTests {
             try await TPMVerifier.endorsement(certificate: certificate, ekPublic: ekPublic, trust: foreign, at: Date())
         }
         #expect(refused?.message.contains("does not chain to a trusted manufacturer CA") == true)
+        #expect(refused?.code == .untrustedEK)
         let trusted = try await TPMVerifier.endorsement(certificate: certificate, ekPublic: ekPublic, trust: fixture.trust, at: Date())
         let allowed = try await TPMVerifier.endorsement(
             certificate: certificate, ekPublic: ekPublic, trust: TPMTrust(allowedEKHashes: [trusted.ekHash]), at: Date()
@@ -76,6 +77,7 @@ struct TPMAttestationTests {
             try await TPMVerifier.endorsement(certificate: try TPMDevice(tcti: other.tcti).ekCertificate(.rsa), ekPublic: ekPublic, trust: fixture.trust, at: Date())
         }
         #expect(swapped?.message.contains("certifies another key") == true)
+        #expect(swapped?.code == .untrustedEK)
     }
 
     @Test("a credential made for another AK name does not activate (TPM_RC_INTEGRITY)")
@@ -88,6 +90,7 @@ struct TPMAttestationTests {
         let challenge = try TPMCredential.make(ek: ek, objectName: name, credential: Self.nonce())
         let refused = #expect(throws: TPMError.self) { try fixture.device.activateCredential(.rsa, blob: challenge.blob, secret: challenge.secret) }
         #expect(refused?.message.contains("ActivateCredential") == true)
+        #expect(refused?.code == .device)
         #expect(refused?.message.contains("0x1df") == true || refused?.message.contains("integrity") == true, "\(refused?.message ?? "")")
     }
 
@@ -100,12 +103,15 @@ struct TPMAttestationTests {
         unrestricted[5] &= ~0x01
         let refused = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(unrestricted) }
         #expect(refused?.message.contains("lacks the restricted attribute") == true)
+        #expect(refused?.code == .invalidKey)
         var decrypting = bytes
         decrypting[5] |= 0x02
         let decrypt = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(decrypting) }
         #expect(decrypt?.message.contains("may decrypt") == true)
+        #expect(decrypt?.code == .invalidKey)
         let truncated = #expect(throws: TPMError.self) { try TPMVerifier.attestationKey(Array(bytes.dropLast())) }
         #expect(truncated?.message.contains("TPMT_PUBLIC.unique.ecc.y") == true)
+        #expect(truncated?.code == .malformed)
     }
 
     @Test("a tampered TPMS_ATTEST, another nonce, other PCR values, or a policy miss are each refused")
@@ -123,16 +129,20 @@ struct TPMAttestationTests {
             tampered[index] ^= 0x01
             let refused = #expect(throws: TPMError.self) { try verify(attest: tampered) }
             #expect(refused?.message.contains("signature does not verify") == true, "byte \(index): \(refused?.message ?? "")")
+            #expect(refused?.code == .invalidQuote)
         }
         let replayed = #expect(throws: TPMError.self) { try verify(nonce: Self.nonce()) }
         #expect(replayed?.message.contains("nonce") == true)
+        #expect(replayed?.code == .invalidQuote)
         var lying = quote.pcrs
         lying[.sha256]![3] = [UInt8](repeating: 0x11, count: 32)
         let lie = #expect(throws: TPMError.self) { try verify(pcrs: lying) }
         #expect(lie?.message.contains("do not match the quote's PCR digest") == true)
+        #expect(lie?.code == .invalidQuote)
         let policy = TPMPCRPolicy(expected: [.sha256: [16: [UInt8](repeating: 0x22, count: 32)]])
         let miss = #expect(throws: TPMError.self) { try verify(policy: policy) }
         #expect(miss?.message.contains("PCR sha256:16 is") == true)
+        #expect(miss?.code == .pcrMismatch)
     }
 
     @Test("a PCR policy file names the field and the rule when it is wrong")
@@ -145,6 +155,7 @@ struct TPMAttestationTests {
         ] {
             let refused = #expect(throws: TPMError.self) { try TPMPCRPolicy(json: Data(json.utf8)) }
             #expect(refused?.message.contains(reason) == true, "\(json): \(refused?.message ?? "")")
+            #expect(refused?.code == .policy)
         }
     }
 
