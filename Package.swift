@@ -199,6 +199,8 @@ let package = Package(
             ] + transport,
             swiftSettings: strict
         ),
+        .testTarget(name: "HallmarkSupportTests", dependencies: ["HallmarkSupport", "HallmarkTestSupport"], swiftSettings: strict),
+        .testTarget(name: "HallmarkAttestationTests", dependencies: ["HallmarkAttestation"], swiftSettings: strict),
         .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkTPMTests", dependencies: ["HallmarkTPM", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
