@@ -6,26 +6,29 @@
 import Foundation
 import HallmarkCA
 import Logging
+import ServiceLifecycle
 import SPIFFE
 import SPIFFETLS
 
-final class ServerIdentity: Sendable {
+final class ServerIdentity: Service {
     let reloader: SVIDCertificateReloader
     private let ca: CAManager
     private let config: ServerConfig
     private let logger: Logger
+    private let clock: @Sendable () -> Date
 
-    init(ca: CAManager, config: ServerConfig, logger: Logger) async throws {
+    init(ca: CAManager, config: ServerConfig, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) async throws {
         self.ca = ca
         self.config = config
         self.logger = logger
-        reloader = try SVIDCertificateReloader(try await Self.issue(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL))
+        self.clock = clock
+        reloader = try SVIDCertificateReloader(try await Self.issue(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL, now: clock()))
     }
 
-    static func issue(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval) async throws -> X509SVID {
+    static func issue(ca: CAManager, trustDomain: TrustDomain, ttl: TimeInterval, now: Date) async throws -> X509SVID {
         let request = try SVIDRequest()
         let chain = try await ca.activeX509().issueVerifiedX509SVID(
-            X509SVIDParams(csr: request.csr, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: Date())
+            X509SVIDParams(csr: request.csr, spiffeID: AgentAuthorization.serverID(trustDomain), ttl: ttl, now: now)
         )
         return try X509SVID(certificates: chain, privateKey: request.privateKey)
     }
@@ -42,22 +45,26 @@ final class ServerIdentity: Sendable {
         let tainted = !current.issuerKeyIDs.isDisjoint(with: await ca.taintedAuthorityIDs())
         let unpublished = current.issuerKeyIDs.isDisjoint(with: await ca.publishedAuthorityIDs())
         guard now >= half || tainted || unpublished else { return false }
-        try reloader.update(try await Self.issue(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL))
+        try reloader.update(try await Self.issue(ca: ca, trustDomain: config.trustDomain, ttl: config.agentSVIDTTL, now: now))
         let reason = tainted ? "authority tainted" : unpublished ? "authority no longer in the bundle" : "half-life"
         logger.info("renewed the server SVID", metadata: ["reason": "\(reason)"])
         return true
     }
 
-    /// Checks once a second until cancelled.
+    /// Checks once a second until graceful shutdown.
     func run() async throws {
-        while true {
-            try await Task.sleep(for: .seconds(1))
-            do {
-                try await renewIfDue(at: Date())
-            } catch {
-                logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: .seconds(5))
+        do {
+            try await cancelWhenGracefulShutdown {
+                while true {
+                    try await Task.sleep(for: .seconds(1))
+                    do {
+                        try await self.renewIfDue(at: self.clock())
+                    } catch {
+                        self.logger.error("could not renew the server SVID; retrying", metadata: ["error": "\(error)"])
+                        try await Task.sleep(for: .seconds(5))
+                    }
+                }
             }
-        }
+        } catch is CancellationError {}
     }
 }
