@@ -82,6 +82,7 @@ extension Admin_AuditRecord {
         sequence = record.sequence
         time = Int64((record.event.time.timeIntervalSince1970 * 1000).rounded())
         callerUid = record.event.callerUID
+        actor = record.event.actor.stored ?? ""
         action = record.event.action
         target = record.event.target
         result = record.event.result

@@ -52,7 +52,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let uid = try caller(request.metadata)
             let entry = try EntryValidation.validate(EntryInput(request.message.entry), trustDomain: config.trustDomain, now: now())
             let created = try await store.createEntry(
-                entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.create", target: entry.id, detail: entry.spiffeID.description)
+                entry, audit: AuditEvent(time: now(), actor: .admin(uid: uid), action: "entry.create", target: entry.id, detail: entry.spiffeID.description)
             )
             events.notify()
             return Admin_Entry(created)
@@ -69,7 +69,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             var entry = try EntryValidation.validate(EntryInput(request.message.entry), trustDomain: config.trustDomain, now: now())
             entry.createdAt = current.createdAt
             let updated = try await store.updateEntry(
-                entry, audit: AuditEvent(time: now(), callerUID: uid, action: "entry.update", target: entry.id, detail: entry.spiffeID.description)
+                entry, audit: AuditEvent(time: now(), actor: .admin(uid: uid), action: "entry.update", target: entry.id, detail: entry.spiffeID.description)
             )
             events.notify()
             return Admin_Entry(updated)
@@ -84,7 +84,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let affected = try await store.entries(matching: EntryFilter(id: request.message.id)).first.map { "\($0.spiffeID) under \($0.parentID)" } ?? ""
             let deleted = try await store.deleteEntry(
                 id: request.message.id,
-                audit: AuditEvent(time: now(), callerUID: uid, action: "entry.delete", target: request.message.id, detail: affected)
+                audit: AuditEvent(time: now(), actor: .admin(uid: uid), action: "entry.delete", target: request.message.id, detail: affected)
             )
             events.notify()
             return Admin_DeleteEntryResponse.with { $0.entry = Admin_Entry(deleted) }
@@ -131,12 +131,12 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                     spiffeID: alias, parentID: agentID, selectors: [try Selector(type: "spiffe_id", value: agentID.description)], createdAt: time
                 )
                 _ = try await store.createEntry(
-                    entry, audit: AuditEvent(time: time, callerUID: uid, action: "entry.create", target: entry.id, detail: "node alias \(alias)")
+                    entry, audit: AuditEvent(time: time, actor: .admin(uid: uid), action: "entry.create", target: entry.id, detail: "node alias \(alias)")
                 )
             }
             try await store.createJoinToken(
                 JoinTokenRecord(id: tokenID, tokenHash: JoinToken.hash(token), spiffeID: alias, expiresAt: expiresAt, createdAt: time),
-                audit: AuditEvent(time: time, callerUID: uid, action: "token.create", target: tokenID, detail: alias?.description ?? "")
+                audit: AuditEvent(time: time, actor: .admin(uid: uid), action: "token.create", target: tokenID, detail: alias?.description ?? "")
             )
             if alias != nil { events.notify() }
             return Admin_JoinToken.with {
@@ -171,7 +171,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let id = try agentID(request.message.spiffeID)
             let affected = try await affectedEntries(id)
             let node = try await store.deleteAttestedNode(
-                id, audit: AuditEvent(time: now(), callerUID: uid, action: "agent.evict", target: id.description, detail: affected)
+                id, audit: AuditEvent(time: now(), actor: .admin(uid: uid), action: "agent.evict", target: id.description, detail: affected)
             )
             events.notify()
             logger.notice("agent evicted", metadata: ["agent": "\(id)", "caller_uid": "\(uid)"])
@@ -212,7 +212,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         let id = try agentID(text)
         let detail = banned ? try await affectedEntries(id) : "may attest again"
         let node = try await store.setAttestedNodeBanned(
-            id, banned, audit: AuditEvent(time: now(), callerUID: uid, action: banned ? "agent.ban" : "agent.unban", target: id.description, detail: detail)
+            id, banned, audit: AuditEvent(time: now(), actor: .admin(uid: uid), action: banned ? "agent.ban" : "agent.unban", target: id.description, detail: detail)
         )
         events.notify()
         logger.notice(banned ? "agent banned" : "agent unbanned", metadata: ["agent": "\(id)", "caller_uid": "\(uid)"])
@@ -311,7 +311,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
         try await respond("authority.prepare", request.message) {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
-            return try await changeAuthority { try await ca.prepare(kind, callerUID: uid) }
+            return try await changeAuthority { try await ca.prepare(kind, actor: .admin(uid: uid)) }
         }
     }
 
@@ -320,7 +320,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = request.message.authorityID.isEmpty ? nil : try authorityID(request.message.authorityID)
-            return try await changeAuthority { try await ca.activate(kind, authorityID: id, callerUID: uid) }
+            return try await changeAuthority { try await ca.activate(kind, authorityID: id, actor: .admin(uid: uid)) }
         }
     }
 
@@ -329,7 +329,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let uid = try caller(request.metadata)
             let kind = try kind(request.message.kind)
             let id = try authorityID(request.message.authorityID)
-            let authority = try await changeAuthority { try await ca.taint(kind, authorityID: id, callerUID: uid) }
+            let authority = try await changeAuthority { try await ca.taint(kind, authorityID: id, actor: .admin(uid: uid)) }
             if kind == .x509, let serverIdentity {
                 do { try await serverIdentity.renewIfDue(at: now()) } catch {
                     logger.error("could not renew the server SVID after a taint; the loop retries", metadata: ["error": "\(error)"])
@@ -366,7 +366,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                         + "; wait until they have renewed (`authority \(kind.rawValue) show` counts them) or pass --force to cut them off"
                 )
             }
-            return try await changeAuthority { try await ca.revoke(kind, authorityID: id, callerUID: uid) }
+            return try await changeAuthority { try await ca.revoke(kind, authorityID: id, actor: .admin(uid: uid)) }
         }
     }
 
@@ -397,7 +397,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
                 throw ValidationFailure("csr", error.message)
             }
             try await store.appendAudit([
-                AuditEvent(time: time, callerUID: uid, action: "x509.mint", target: id.description, detail: "serial \(chain[0].serialNumber)")
+                AuditEvent(time: time, actor: .admin(uid: uid), action: "x509.mint", target: id.description, detail: "serial \(chain[0].serialNumber)")
             ])
             let bundle = try await ca.bundle()
             return Admin_MintX509SVIDResponse.with {
@@ -425,7 +425,7 @@ struct AdminService: Admin_Admin.ServiceProtocol {
             let time = now()
             let signed = try await ca.activeJWT().sign(spiffeID: id, audience: message.audience, ttl: TimeInterval(ttl), now: time)
             try await store.appendAudit([
-                AuditEvent(time: time, callerUID: uid, action: "jwt.mint", target: id.description, detail: "aud \(message.audience.joined(separator: ","))")
+                AuditEvent(time: time, actor: .admin(uid: uid), action: "jwt.mint", target: id.description, detail: "aud \(message.audience.joined(separator: ","))")
             ])
             return Admin_MintJWTSVIDResponse.with {
                 $0.token = signed.token

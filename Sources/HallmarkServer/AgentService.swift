@@ -54,7 +54,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         func auditRecord(_ agent: SPIFFEID, _ action: String, _ target: String, _ message: String, at time: Date) -> AuditEvent? {
             guard audited.take("\(agent) \(action)") == nil else { return nil }
             return AuditEvent(
-                time: time, callerUID: -1, action: action, target: target, result: "refused",
+                time: time, actor: .agent(agent), action: action, target: target, result: "refused",
                 detail: "\(message) (further refusals of \(agent) by this limit within a minute are not audited)"
             )
         }
@@ -149,12 +149,12 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         do {
             try await store.admitAttestedNode(
                 node, exclusive: gpu.selectors.filter { $0.type == "gpu" && $0.value.hasPrefix("ueid:") },
-                audit: AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, detail: detail)
+                audit: AuditEvent(time: time, actor: .agent(attested.id), action: "agent.attest", target: attested.id.description, detail: detail)
             )
         } catch let error as StoreError where error.code == .banned || error.code == .conflict {
             let reason = error.code == .banned ? "agent \(attested.id) is banned" : error.message
             try await store.appendAudit([
-                AuditEvent(time: time, callerUID: -1, action: "agent.attest", target: attested.id.description, result: "refused", detail: reason)
+                AuditEvent(time: time, actor: .agent(attested.id), action: "agent.attest", target: attested.id.description, result: "refused", detail: reason)
             ])
             throw RPCError(code: .permissionDenied, message: "attestation: \(reason)")
         }
@@ -218,7 +218,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
         node.serialNumber = Hex.encode(svid.serial)
         node.expiresAt = svid.notAfter
         node.svidAuthorityID = Self.authorityID(of: svid)
-        try await updateNode(node, read: read, audit: AuditEvent(time: time, callerUID: -1, action: "agent.renew", target: node.spiffeID.description))
+        try await updateNode(node, read: read, audit: AuditEvent(time: time, actor: .agent(node.spiffeID), action: "agent.renew", target: node.spiffeID.description))
         return svid
     }
 
@@ -287,7 +287,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     result.statusCode = Int32(RPCError.Code.permissionDenied.rawValue)
                     result.statusMessage = "entry \(param.entryID) is not authorised for \(node.spiffeID)"
                     logger.warning("CSR refused", metadata: ["agent": "\(node.spiffeID)", "entry": "\(param.entryID)", "reason": "not authorised"])
-                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: param.entryID, result: "refused", detail: "not authorised for \(node.spiffeID)"))
+                    audit.append(AuditEvent(time: time, actor: .agent(node.spiffeID), action: "x509.issue", target: param.entryID, result: "refused", detail: "not authorised for \(node.spiffeID)"))
                     results.append(result)
                     continue
                 }
@@ -307,7 +307,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
                     let svid = try signer.issueX509SVID(X509SVIDParams(csr: Array(param.csr), spiffeID: entry.spiffeID, dnsNames: entry.dnsNames, ttl: ttl, now: time))
                     result.chain = svid.chain.map { Data($0) }
                     result.expiresAt = Int64(svid.notAfter.timeIntervalSince1970)
-                    audit.append(AuditEvent(time: time, callerUID: -1, action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Hex.encode(svid.serial)) to \(node.spiffeID)"))
+                    audit.append(AuditEvent(time: time, actor: .agent(node.spiffeID), action: "x509.issue", target: entry.spiffeID.description, detail: "entry \(entry.id) serial \(Hex.encode(svid.serial)) to \(node.spiffeID)"))
                 } catch let error as CAError {
                     result.statusCode = Int32(RPCErrors.code(for: error).rawValue)
                     result.statusMessage = error.message
@@ -349,7 +349,7 @@ struct AgentService: AgentAPI_AgentAPI.ServiceProtocol {
             }
             await ca.recordJWTIssued(keyID: key.keyID, to: node.spiffeID, expiresAt: signed.expiresAt, now: time)
             try await store.appendAudit([
-                AuditEvent(time: time, callerUID: -1, action: "jwt.issue", target: entry.spiffeID.description, detail: "aud \(request.message.audience.joined(separator: ",")) to \(node.spiffeID)")
+                AuditEvent(time: time, actor: .agent(node.spiffeID), action: "jwt.issue", target: entry.spiffeID.description, detail: "aud \(request.message.audience.joined(separator: ",")) to \(node.spiffeID)")
             ])
             return ServerResponse(message: AgentAPI_NewJWTSVIDResponse.with {
                 $0.token = signed.token

@@ -86,8 +86,8 @@ public actor CAManager {
             for _ in 0..<4 {
                 guard let action = planner.decide(slots(kind), published: [], now: now).first else { break }
                 switch action {
-                case .prepare: _ = try await prepareKey(kind, now: now, callerUID: -1)
-                case .activate(let id): try await activateKey(try named(kind, id), now: now, callerUID: -1)
+                case .prepare: _ = try await prepareKey(kind, now: now, actor: .server)
+                case .activate(let id): try await activateKey(try named(kind, id), now: now, actor: .server)
                 case .expire: break
                 }
                 changed = true
@@ -111,38 +111,38 @@ public actor CAManager {
     // MARK: Admin operations, with SPIRE's rules (the planner's)
 
     /// Prepares the next key of a kind; it is published at once and signs nothing until activated.
-    public func prepare(_ kind: AuthorityRecord.Kind, callerUID: Int64) async throws -> AuthorityRecord {
+    public func prepare(_ kind: AuthorityRecord.Kind, actor: AuditActor) async throws -> AuthorityRecord {
         try planner.checkPrepare(slots(kind))
-        return try await prepareKey(kind, now: clock(), callerUID: callerUID)
+        return try await prepareKey(kind, now: clock(), actor: actor)
     }
 
     /// Activates the prepared key (which must be `authorityID` when one is named); the active one becomes old.
-    public func activate(_ kind: AuthorityRecord.Kind, authorityID: String?, callerUID: Int64) async throws -> AuthorityRecord {
+    public func activate(_ kind: AuthorityRecord.Kind, authorityID: String?, actor: AuditActor) async throws -> AuthorityRecord {
         if let authorityID { _ = try named(kind, authorityID) }
         let target = try planner.activation(slots(kind), named: authorityID, kind: kind.rawValue, now: clock())
-        return try await activateKey(try named(kind, target.id), now: clock(), callerUID: callerUID)
+        return try await activateKey(try named(kind, target.id), now: clock(), actor: actor)
     }
 
     /// Taints an old key: it stays trusted, but agents replace every SVID that chains to it.
-    public func taint(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
+    public func taint(_ kind: AuthorityRecord.Kind, authorityID: String, actor: AuditActor) async throws -> AuthorityRecord {
         var target = try named(kind, authorityID)
         try planner.checkTaint(Self.slot(target))
         target.state = .tainted
-        try await save(target, action: "taint", callerUID: callerUID, detail: "agents re-sign every SVID that chains to it")
+        try await save(target, action: "taint", actor: actor, detail: "agents re-sign every SVID that chains to it")
         _ = try await store.nextBundleSequence()
         logger.notice("tainted authority", metadata: ["kind": "\(kind.rawValue)", "authority_id": "\(authorityID)"])
         return target
     }
 
     /// Revokes a tainted key: it leaves the bundle, and nothing it signed validates any more.
-    public func revoke(_ kind: AuthorityRecord.Kind, authorityID: String, callerUID: Int64) async throws -> AuthorityRecord {
+    public func revoke(_ kind: AuthorityRecord.Kind, authorityID: String, actor: AuditActor) async throws -> AuthorityRecord {
         var target = try named(kind, authorityID)
         try planner.checkRevoke(Self.slot(target))
         if target.upstream {
             throw CAError(.failedPrecondition, "authority: \(authorityID) chains to the upstream CA, which is what the bundle holds; revoke it at the upstream CA")
         }
         target.state = .revoked
-        try await save(target, action: "revoke", callerUID: callerUID, detail: "removed from the bundle")
+        try await save(target, action: "revoke", actor: actor, detail: "removed from the bundle")
         x509[authorityID] = nil
         jwt[authorityID] = nil
         // The key can never sign again.
@@ -176,10 +176,10 @@ public actor CAManager {
         return found
     }
 
-    private func save(_ record: AuthorityRecord, action: String, callerUID: Int64, detail: String = "") async throws {
+    private func save(_ record: AuthorityRecord, action: String, actor: AuditActor, detail: String = "") async throws {
         try await store.saveAuthority(
             record,
-            audit: AuditEvent(time: clock(), callerUID: callerUID, action: "authority.\(record.kind.rawValue).\(action)", target: record.authorityID, detail: detail)
+            audit: AuditEvent(time: clock(), actor: actor, action: "authority.\(record.kind.rawValue).\(action)", target: record.authorityID, detail: detail)
         )
         if let index = records.firstIndex(where: { $0.authorityID == record.authorityID }) {
             records[index] = record
@@ -188,7 +188,7 @@ public actor CAManager {
         }
     }
 
-    private func prepareKey(_ kind: AuthorityRecord.Kind, now: Date, callerUID: Int64) async throws -> AuthorityRecord {
+    private func prepareKey(_ kind: AuthorityRecord.Kind, now: Date, actor: AuditActor) async throws -> AuthorityRecord {
         let record: AuthorityRecord
         switch kind {
         case .x509:
@@ -220,7 +220,7 @@ public actor CAManager {
             )
             jwt[key.keyID] = key
         }
-        try await save(record, action: "prepare", callerUID: callerUID, detail: "published in the bundle; signs nothing until activated")
+        try await save(record, action: "prepare", actor: actor, detail: "published in the bundle; signs nothing until activated")
         // Published before it signs anything: agents and workloads learn it a key-life ahead.
         published.insert(record.authorityID)
         _ = try await store.nextBundleSequence()
@@ -229,14 +229,14 @@ public actor CAManager {
     }
 
     @discardableResult
-    private func activateKey(_ next: AuthorityRecord, now: Date, callerUID: Int64) async throws -> AuthorityRecord {
+    private func activateKey(_ next: AuthorityRecord, now: Date, actor: AuditActor) async throws -> AuthorityRecord {
         if var active = record(next.kind, .active) {
             active.state = .old
-            try await save(active, action: "retire", callerUID: callerUID, detail: "replaced by \(next.authorityID)")
+            try await save(active, action: "retire", actor: actor, detail: "replaced by \(next.authorityID)")
         }
         var activated = next
         activated.state = .active
-        try await save(activated, action: "activate", callerUID: callerUID)
+        try await save(activated, action: "activate", actor: actor)
         _ = try await store.nextBundleSequence()
         logger.info("activated authority", metadata: ["kind": "\(next.kind.rawValue)", "authority_id": "\(next.authorityID)", "not_after": "\(next.notAfter)"])
         return activated

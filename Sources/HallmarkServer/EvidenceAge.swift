@@ -41,7 +41,7 @@ extension EvidenceAge {
         var evicted: [AttestedNode] = []
         for node in try await store.attestedNodes(evidenceBefore: now.addingTimeInterval(-min(tpmMaxAge, gpuMaxAge))) {
             guard let reason = staleness(of: node, at: now), let limit = limit(for: node) else { continue }
-            let audit = AuditEvent(time: now, callerUID: -1, action: "agent.evict", target: node.spiffeID.description, result: "evidence expired", detail: reason)
+            let audit = AuditEvent(time: now, actor: .server, action: "agent.evict", target: node.spiffeID.description, result: "evidence expired", detail: reason)
             if let removed = try await store.evictAttestedNode(node.spiffeID, evidenceBefore: now.addingTimeInterval(-limit.maxAge), audit: audit) {
                 evicted.append(removed)
             }

@@ -278,7 +278,7 @@ extension AgentService {
             node.selectors = selectors.sorted()
             node.evidenceAt = now()
             let detail = (Set(node.selectors) == Set(read.selectors) ? ["evidence passed"] : ["selectors changed"]) + changes
-            try await updateNode(node, read: read, audit: AuditEvent(time: node.evidenceAt, callerUID: -1, action: "agent.reattest", target: node.spiffeID.description, detail: detail.joined(separator: "; ")))
+            try await updateNode(node, read: read, audit: AuditEvent(time: node.evidenceAt, actor: .agent(node.spiffeID), action: "agent.reattest", target: node.spiffeID.description, detail: detail.joined(separator: "; ")))
             if Set(node.selectors) != Set(read.selectors) { events.notify() }
             return ServerResponse(message: AgentAPI_ReattestResponse.with {
                 $0.selectors = node.selectors.map { selector in AgentAPI_Selector.with { $0.type = selector.type; $0.value = selector.value } }
@@ -290,7 +290,7 @@ extension AgentService {
     private func evict(_ node: AttestedNode, reason: String) async throws -> RPCError {
         _ = try await store.deleteAttestedNode(
             node.spiffeID,
-            audit: AuditEvent(time: now(), callerUID: -1, action: "agent.evict", target: node.spiffeID.description, result: "re-attestation failed", detail: reason)
+            audit: AuditEvent(time: now(), actor: .server, action: "agent.evict", target: node.spiffeID.description, result: "re-attestation failed", detail: reason)
         )
         events.notify()
         logger.error("re-attestation failed; agent evicted", metadata: ["agent": "\(node.spiffeID)", "reason": "\(reason)"])

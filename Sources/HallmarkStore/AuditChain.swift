@@ -15,7 +15,10 @@ public enum AuditChain {
 
     /// The bytes a record's hash covers: the previous hash (32 bytes); the sequence, the time in
     /// Unix milliseconds and the caller's uid as 8-byte big-endian integers; then action, target,
-    /// result and detail, each as an 8-byte big-endian length and its UTF-8 bytes.
+    /// result and detail, each as an 8-byte big-endian length and its UTF-8 bytes; then, for every
+    /// record but those written before actors were kept, the actor (`admin:UID`, `server`,
+    /// `agent:ID`) the same way. Every field is length-prefixed, so a record with an actor and one
+    /// without never cover the same bytes: an actor can be neither removed nor added.
     public static func preimage(sequence: Int64, event: AuditEvent, previousHash: [UInt8]) -> [UInt8] {
         var bytes = previousHash
         func integer(_ value: Int64) { withUnsafeBytes(of: value.bigEndian) { bytes += $0 } }
@@ -31,6 +34,7 @@ public enum AuditChain {
         text(event.target)
         text(event.result)
         text(event.detail)
+        if let actor = event.actor.stored { text(actor) }
         return bytes
     }
 

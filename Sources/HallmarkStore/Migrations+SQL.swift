@@ -202,5 +202,11 @@ ALTER TABLE attested_nodes ADD COLUMN svid_authority TEXT NOT NULL DEFAULT '';
 -- still depend on is refused until their agent has renewed them. '' until the agent reports.
 ALTER TABLE attested_nodes ADD COLUMN held_authorities TEXT NOT NULL DEFAULT '';
 """#),
+        Migration(version: 9, name: "0009_audit_actor.sql", sql: #"""
+-- Who took each audited action: 'admin:UID', 'server', or 'agent:SPIFFE-ID'. NULL for records
+-- written before actors were kept (only caller_uid, -1 for anything but an admin); a record with
+-- an actor has it in its hash (AuditChain.preimage), so it cannot be removed or changed.
+ALTER TABLE audit_log ADD COLUMN actor TEXT;
+"""#),
     ]
 }

@@ -166,23 +166,72 @@ public struct AuthorityRecord: Hashable, Sendable {
     }
 }
 
+/// Who took an audited action.
+public enum AuditActor: Hashable, Sendable, CustomStringConvertible {
+    /// An admin on the admin socket, by the uid the kernel reported.
+    case admin(uid: Int64)
+    /// The server itself: its key rotation, expiry of entries, eviction of stale nodes.
+    case server
+    /// An agent, by its SPIFFE ID: its attestation, renewals and SVID requests.
+    case agent(SPIFFEID)
+    /// A record written before actors were kept: only the uid column (-1 for anything but an admin).
+    case unrecorded(callerUID: Int64)
+
+    /// `admin:UID`, `server` or `agent:SPIFFE-ID`, as stored; nil for ``unrecorded(callerUID:)``.
+    public var stored: String? {
+        switch self {
+        case .admin(let uid): "admin:\(uid)"
+        case .server: "server"
+        case .agent(let id): "agent:\(id)"
+        case .unrecorded: nil
+        }
+    }
+
+    /// The actor a stored value names; a record with none (or one this version cannot read) is unrecorded.
+    public init(stored: String?, callerUID: Int64) {
+        if stored == "server" {
+            self = .server
+        } else if let uid = stored.flatMap({ $0.hasPrefix("admin:") ? Int64($0.dropFirst(6)) : nil }) {
+            self = .admin(uid: uid)
+        } else if let id = stored.flatMap({ $0.hasPrefix("agent:") ? try? SPIFFEID(parsing: String($0.dropFirst(6))) : nil }) {
+            self = .agent(id)
+        } else {
+            self = .unrecorded(callerUID: callerUID)
+        }
+    }
+
+    /// The uid column: the admin's uid, -1 for the server and agents.
+    public var callerUID: Int64 {
+        switch self {
+        case .admin(let uid): uid
+        case .unrecorded(let uid): uid
+        case .server, .agent: -1
+        }
+    }
+
+    public var description: String { stored ?? "uid=\(callerUID)" }
+}
+
 /// Something to record in the audit log.
 public struct AuditEvent: Hashable, Sendable {
     public var time: Date
-    public var callerUID: Int64
+    public var actor: AuditActor
     public var action: String
     public var target: String
     public var result: String
     public var detail: String
 
-    public init(time: Date = Date(), callerUID: Int64, action: String, target: String, result: String = "ok", detail: String = "") {
+    public init(time: Date = Date(), actor: AuditActor, action: String, target: String, result: String = "ok", detail: String = "") {
         self.time = time
-        self.callerUID = callerUID
+        self.actor = actor
         self.action = action
         self.target = target
         self.result = result
         self.detail = detail
     }
+
+    /// The uid column (see ``AuditActor/callerUID``).
+    public var callerUID: Int64 { actor.callerUID }
 }
 
 /// A record of the audit log, with its place in the hash chain.

@@ -207,7 +207,7 @@ public final class SQLiteStore: Store {
                 guard let entry = try Self.fetchEntries(db, EntryFilter(id: id)).first else { continue }
                 try db.execute(sql: "DELETE FROM entries WHERE id = ?", arguments: [id])
                 try self.append(
-                    [AuditEvent(time: time, callerUID: -1, action: "entry.expire", target: id, detail: entry.spiffeID.description)], db
+                    [AuditEvent(time: time, actor: .server, action: "entry.expire", target: id, detail: entry.spiffeID.description)], db
                 )
                 pruned.append(entry)
             }
@@ -611,11 +611,11 @@ public final class SQLiteStore: Store {
             let hash = AuditChain.hash(sequence: sequence, event: event, previousHash: previous)
             try db.execute(
                 sql: """
-                    INSERT INTO audit_log (sequence, time_ms, caller_uid, action, target, result, detail, previous_hash, hash)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    INSERT INTO audit_log (sequence, time_ms, caller_uid, actor, action, target, result, detail, previous_hash, hash)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                     """,
                 arguments: [
-                    sequence, Int64((event.time.timeIntervalSince1970 * 1000).rounded()), event.callerUID, event.action,
+                    sequence, Int64((event.time.timeIntervalSince1970 * 1000).rounded()), event.callerUID, event.actor.stored, event.action,
                     event.target, event.result, event.detail, Data(previous), Data(hash),
                 ]
             )
@@ -683,8 +683,8 @@ public final class SQLiteStore: Store {
         AuditRecord(
             sequence: row["sequence"],
             event: AuditEvent(
-                time: Date(timeIntervalSince1970: TimeInterval(row["time_ms"] as Int64) / 1000), callerUID: row["caller_uid"],
-                action: row["action"], target: row["target"], result: row["result"], detail: row["detail"]
+                time: Date(timeIntervalSince1970: TimeInterval(row["time_ms"] as Int64) / 1000),
+                actor: AuditActor(stored: row["actor"], callerUID: row["caller_uid"]), action: row["action"], target: row["target"], result: row["result"], detail: row["detail"]
             ),
             previousHash: Array(row["previous_hash"] as Data), hash: Array(row["hash"] as Data)
         )

@@ -98,7 +98,7 @@ private func scaleNodes(_ sizes: ScaleSizes) throws -> [AttestedNode] {
 /// Writes the agents, their entries and the cluster aliases; returns the agents.
 private func fillScaleData(path: String, sizes: ScaleSizes) async throws -> [AttestedNode] {
     let store = try SQLiteStore(path: path)
-    let audit = AuditEvent(callerUID: 0, action: "bench.import", target: "scale")
+    let audit = AuditEvent(actor: .admin(uid: 0), action: "bench.import", target: "scale")
     let nodes = try scaleNodes(sizes)
     for start in stride(from: 0, to: nodes.count, by: 1_000) {
         try await store.saveAttestedNodes(Array(nodes[start..<min(start + 1_000, nodes.count)]), audit: audit)

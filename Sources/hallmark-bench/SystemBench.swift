@@ -116,7 +116,7 @@ func systemBenchmarks(hallmark: String, cfssl: String?, sizes: SystemSizes, seco
         func grow(to total: Int) async throws {
             let count = total - cached - 1
             let more = try Bench.entries("cached", imported..<(imported + count))
-            try await store.importEntries(more, audit: AuditEvent(callerUID: Int64(uid), action: "entry.import", target: "bench", detail: "\(count) entries"))
+            try await store.importEntries(more, audit: AuditEvent(actor: .admin(uid: Int64(uid)), action: "entry.import", target: "bench", detail: "\(count) entries"))
             imported += count
             let poke = try SPIFFEID(parsing: "spiffe://bench.example/poke/\(total)")
             _ = try await admin.createEntry(Admin_CreateEntryRequest.with { $0.entry = Bench.adminEntry(poke, uid: 200_000 + UInt32(total)) })

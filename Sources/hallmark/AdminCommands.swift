@@ -428,11 +428,13 @@ struct AuditCommand: AsyncParsableCommand {
             }
             let response = try await server.call("audit show") { try await $0.listAudit(request) }
             struct View: Encodable {
-                let sequence: Int64, time: String, caller_uid: Int64, action: String, target: String, result: String, detail: String, hash: String
+                let sequence: Int64, time: String, actor: String, caller_uid: Int64, action: String, target: String, result: String, detail: String
+                let hash: String
             }
             let views = response.records.map {
                 View(
-                    sequence: $0.sequence, time: Date(timeIntervalSince1970: TimeInterval($0.time) / 1000).rfc3339, caller_uid: $0.callerUid,
+                    sequence: $0.sequence, time: Date(timeIntervalSince1970: TimeInterval($0.time) / 1000).rfc3339,
+                    actor: AuditActor(stored: $0.actor.isEmpty ? nil : $0.actor, callerUID: $0.callerUid).description, caller_uid: $0.callerUid,
                     action: $0.action, target: $0.target, result: $0.result, detail: $0.detail, hash: $0.hash
                 )
             }
@@ -440,7 +442,7 @@ struct AuditCommand: AsyncParsableCommand {
                 print(try CLIOutput.json(views))
             } else {
                 for view in views {
-                    print("\(view.sequence)\t\(view.time)\tuid=\(view.caller_uid)\t\(view.action)\t\(view.target)\t\(view.result)\t\(view.detail)")
+                    print("\(view.sequence)\t\(view.time)\t\(view.actor)\t\(view.action)\t\(view.target)\t\(view.result)\t\(view.detail)")
                 }
             }
         }
@@ -465,7 +467,8 @@ struct AuditCommand: AsyncParsableCommand {
             struct Key: Encodable { let type = "key", public_key_pem: String }
             try line(Key(public_key_pem: checkpoints.publicKeyPem))
             struct Record: Encodable {
-                let type = "record", sequence: Int64, time_ms: Int64, caller_uid: Int64, action: String, target: String, result: String, detail: String
+                let type = "record", sequence: Int64, time_ms: Int64, caller_uid: Int64, actor: String?, action: String, target: String, result: String
+                let detail: String
                 let previous_hash: String, hash: String, hashed: String
             }
             var after: Int64 = 0
@@ -478,12 +481,13 @@ struct AuditCommand: AsyncParsableCommand {
                 let page = try await server.call("audit export") { try await $0.listAudit(request) }.records
                 for record in page {
                     let event = AuditEvent(
-                        time: Date(timeIntervalSince1970: TimeInterval(record.time) / 1000), callerUID: record.callerUid, action: record.action,
+                        time: Date(timeIntervalSince1970: TimeInterval(record.time) / 1000),
+                        actor: AuditActor(stored: record.actor.isEmpty ? nil : record.actor, callerUID: record.callerUid), action: record.action,
                         target: record.target, result: record.result, detail: record.detail
                     )
                     let preimage = AuditChain.preimage(sequence: record.sequence, event: event, previousHash: previous)
                     try line(Record(
-                        sequence: record.sequence, time_ms: record.time, caller_uid: record.callerUid, action: record.action, target: record.target,
+                        sequence: record.sequence, time_ms: record.time, caller_uid: record.callerUid, actor: event.actor.stored, action: record.action, target: record.target,
                         result: record.result, detail: record.detail, previous_hash: Hex.encode(previous), hash: record.hash,
                         hashed: Data(preimage).base64EncodedString()
                     ))

@@ -193,7 +193,7 @@ struct ServerEndToEndTests {
         #expect(allowed.status == 0, "\(allowed.stderr)")
         let audit = try permitted.hallmark(["audit", "show", "--output", "json"])
         let records = try #require(try json(audit.stdout) as? [[String: Any]])
-        #expect(records.contains { $0["action"] as? String == "entry.create" && $0["caller_uid"] as? Int == 65534 })
+        #expect(records.contains { $0["action"] as? String == "entry.create" && $0["caller_uid"] as? Int == 65534 && $0["actor"] as? String == "admin:65534" })
     }
 
     @Test("files and sockets have safe modes")
@@ -275,7 +275,8 @@ struct ServerEndToEndTests {
                 if sequence == 2 { object["action"] = "entry.delete" }
                 let event = AuditEvent(
                     time: Date(timeIntervalSince1970: TimeInterval(try #require(object["time_ms"] as? Int64)) / 1000),
-                    callerUID: try #require(object["caller_uid"] as? Int64), action: try #require(object["action"] as? String),
+                    actor: AuditActor(stored: object["actor"] as? String, callerUID: try #require(object["caller_uid"] as? Int64)),
+                    action: try #require(object["action"] as? String),
                     target: try #require(object["target"] as? String), result: try #require(object["result"] as? String), detail: try #require(object["detail"] as? String)
                 )
                 let hash = AuditChain.hash(sequence: sequence, event: event, previousHash: previous)

@@ -129,45 +129,45 @@ struct CAManagerTests {
         let ca = try await fixture.manager()
         let first = try await ca.activeX509().authorityID
 
-        let noPrepared = await #expect(throws: CAError.self) { try await ca.activate(.x509, authorityID: nil, callerUID: 1000) }
+        let noPrepared = await #expect(throws: CAError.self) { try await ca.activate(.x509, authorityID: nil, actor: .admin(uid: 1000)) }
         #expect(noPrepared?.message.contains("no x509 authority is prepared") == true)
-        let activeTaint = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: first, callerUID: 1000) }
+        let activeTaint = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: first, actor: .admin(uid: 1000)) }
         #expect(activeTaint?.message.contains("only an old authority can be tainted") == true)
         #expect(activeTaint?.message.contains("is active") == true)
-        let activeRevoke = await #expect(throws: CAError.self) { try await ca.revoke(.x509, authorityID: first, callerUID: 1000) }
+        let activeRevoke = await #expect(throws: CAError.self) { try await ca.revoke(.x509, authorityID: first, actor: .admin(uid: 1000)) }
         #expect(activeRevoke?.message.contains("only a tainted authority can be revoked") == true)
-        let unknown = await #expect(throws: StoreError.self) { try await ca.taint(.x509, authorityID: "00ff", callerUID: 1000) }
+        let unknown = await #expect(throws: StoreError.self) { try await ca.taint(.x509, authorityID: "00ff", actor: .admin(uid: 1000)) }
         #expect(unknown?.code == .notFound)
 
-        let prepared = try await ca.prepare(.x509, callerUID: 1000)
+        let prepared = try await ca.prepare(.x509, actor: .admin(uid: 1000))
         #expect(prepared.state == .prepared)
-        let twice = await #expect(throws: CAError.self) { try await ca.prepare(.x509, callerUID: 1000) }
+        let twice = await #expect(throws: CAError.self) { try await ca.prepare(.x509, actor: .admin(uid: 1000)) }
         #expect(twice?.message.contains("already prepared") == true)
-        let preparedTaint = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: prepared.authorityID, callerUID: 1000) }
+        let preparedTaint = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: prepared.authorityID, actor: .admin(uid: 1000)) }
         #expect(preparedTaint?.message.contains("is prepared") == true)
-        let wrongActivate = await #expect(throws: CAError.self) { try await ca.activate(.x509, authorityID: first, callerUID: 1000) }
+        let wrongActivate = await #expect(throws: CAError.self) { try await ca.activate(.x509, authorityID: first, actor: .admin(uid: 1000)) }
         #expect(wrongActivate?.message.contains("only a prepared authority can be activated") == true)
 
-        #expect(try await ca.activate(.x509, authorityID: prepared.authorityID, callerUID: 1000).state == .active)
+        #expect(try await ca.activate(.x509, authorityID: prepared.authorityID, actor: .admin(uid: 1000)).state == .active)
         #expect(try await ca.activeX509().authorityID == prepared.authorityID)
-        let oldRevoke = await #expect(throws: CAError.self) { try await ca.revoke(.x509, authorityID: first, callerUID: 1000) }
+        let oldRevoke = await #expect(throws: CAError.self) { try await ca.revoke(.x509, authorityID: first, actor: .admin(uid: 1000)) }
         #expect(oldRevoke?.message.contains("is old: taint it first") == true)
 
-        #expect(try await ca.taint(.x509, authorityID: first, callerUID: 1000).state == .tainted)
+        #expect(try await ca.taint(.x509, authorityID: first, actor: .admin(uid: 1000)).state == .tainted)
         #expect(await ca.taintedAuthorityIDs() == [first])
         // Tainted keys stay trusted until revoked.
         #expect(Self.bundleIDs(try await ca.bundle()).x509 == [first, prepared.authorityID])
-        let again = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: first, callerUID: 1000) }
+        let again = await #expect(throws: CAError.self) { try await ca.taint(.x509, authorityID: first, actor: .admin(uid: 1000)) }
         #expect(again?.message.contains("already tainted") == true)
 
         let keyFile = fixture.dir.path("keys/x509-\(first).key")
         #expect(FileManager.default.fileExists(atPath: keyFile))
-        #expect(try await ca.revoke(.x509, authorityID: first, callerUID: 1000).state == .revoked)
+        #expect(try await ca.revoke(.x509, authorityID: first, actor: .admin(uid: 1000)).state == .revoked)
         #expect(Self.bundleIDs(try await ca.bundle()).x509 == [prepared.authorityID])
         #expect(await ca.taintedAuthorityIDs().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: keyFile))
 
-        let actions = try await fixture.store.auditRecords(after: 0, limit: 100).filter { $0.event.callerUID == 1000 }.map {
+        let actions = try await fixture.store.auditRecords(after: 0, limit: 100).filter { $0.event.actor == .admin(uid: 1000) }.map {
             "\($0.event.action) \($0.event.target)"
         }
         #expect(actions == [
@@ -186,12 +186,12 @@ struct CAManagerTests {
         let fixture = try Fixture()
         let ca = try await fixture.manager()
         let first = try await ca.activeJWT().keyID
-        let prepared = try await ca.prepare(.jwt, callerUID: 0)
+        let prepared = try await ca.prepare(.jwt, actor: .admin(uid: 0))
         #expect(Self.bundleIDs(try await ca.bundle()).jwt == [first, prepared.authorityID])
-        _ = try await ca.activate(.jwt, authorityID: nil, callerUID: 0)
-        _ = try await ca.taint(.jwt, authorityID: first, callerUID: 0)
+        _ = try await ca.activate(.jwt, authorityID: nil, actor: .admin(uid: 0))
+        _ = try await ca.taint(.jwt, authorityID: first, actor: .admin(uid: 0))
         #expect(await ca.taintedAuthorityIDs() == [first])
-        _ = try await ca.revoke(.jwt, authorityID: first, callerUID: 0)
+        _ = try await ca.revoke(.jwt, authorityID: first, actor: .admin(uid: 0))
         #expect(Self.bundleIDs(try await ca.bundle()).jwt == [prepared.authorityID])
     }
 

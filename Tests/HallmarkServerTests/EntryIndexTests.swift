@@ -15,7 +15,7 @@ struct EntryIndexTests {
     static let trustDomain = try! TrustDomain("example.org")
     static let serverID = AgentAuthorization.serverID(trustDomain)
     static let now = TestClock.now
-    static let audit = AuditEvent(time: now, callerUID: 0, action: "entry.create", target: "test")
+    static let audit = AuditEvent(time: now, actor: .admin(uid: 0), action: "entry.create", target: "test")
 
     static func id(_ path: String) -> SPIFFEID { try! SPIFFEID(trustDomain: trustDomain, path: path) }
 

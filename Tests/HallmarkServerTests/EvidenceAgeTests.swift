@@ -34,7 +34,7 @@ struct EvidenceAgeTests {
         let both = try Self.node("both1", type: "tpm", selectors: ["gpu:ueid:B"], at: start)
         let plain = try Self.node("plain1", type: "join-token", selectors: [], at: start)
         for node in [tpm, gpu, both, plain] {
-            try await store.admitAttestedNode(node, exclusive: [], audit: AuditEvent(time: start, callerUID: -1, action: "agent.attest", target: node.spiffeID.description))
+            try await store.admitAttestedNode(node, exclusive: [], audit: AuditEvent(time: start, actor: .server, action: "agent.attest", target: node.spiffeID.description))
         }
         #expect(age.limit(for: plain) == nil)
         #expect(age.limit(for: both)?.maxAge == 600 && age.limit(for: both)?.evidence == "GPU evidence")
@@ -49,7 +49,7 @@ struct EvidenceAgeTests {
         clock.set(start.addingTimeInterval(800))
         var requoted = tpm
         requoted.evidenceAt = clock.now
-        try await store.updateAttestedNode(requoted, expectedSerial: tpm.serialNumber, audit: AuditEvent(time: clock.now, callerUID: -1, action: "agent.reattest", target: tpm.spiffeID.description))
+        try await store.updateAttestedNode(requoted, expectedSerial: tpm.serialNumber, audit: AuditEvent(time: clock.now, actor: .server, action: "agent.reattest", target: tpm.spiffeID.description))
         clock.set(start.addingTimeInterval(1000))
         #expect(try await age.evictStale(store: store, at: clock.now).isEmpty)
         clock.set(start.addingTimeInterval(1701))
@@ -69,13 +69,13 @@ struct EvidenceAgeTests {
         let store = try SQLiteStore(path: dir.path("hallmark.db"))
         let start = TestClock.now
         let node = try Self.node("tpm2", type: "tpm", selectors: [], at: start)
-        try await store.admitAttestedNode(node, exclusive: [], audit: AuditEvent(time: start, callerUID: -1, action: "agent.attest", target: node.spiffeID.description))
+        try await store.admitAttestedNode(node, exclusive: [], audit: AuditEvent(time: start, actor: .server, action: "agent.attest", target: node.spiffeID.description))
         let stale = try await store.attestedNodes(evidenceBefore: start.addingTimeInterval(10))
         #expect(stale.map(\.spiffeID) == [node.spiffeID])
         var requoted = node
         requoted.evidenceAt = start.addingTimeInterval(20)
-        try await store.updateAttestedNode(requoted, expectedSerial: node.serialNumber, audit: AuditEvent(time: start, callerUID: -1, action: "agent.reattest", target: node.spiffeID.description))
-        let evicted = try await store.evictAttestedNode(node.spiffeID, evidenceBefore: start.addingTimeInterval(10), audit: AuditEvent(time: start, callerUID: -1, action: "agent.evict", target: node.spiffeID.description))
+        try await store.updateAttestedNode(requoted, expectedSerial: node.serialNumber, audit: AuditEvent(time: start, actor: .server, action: "agent.reattest", target: node.spiffeID.description))
+        let evicted = try await store.evictAttestedNode(node.spiffeID, evidenceBefore: start.addingTimeInterval(10), audit: AuditEvent(time: start, actor: .server, action: "agent.evict", target: node.spiffeID.description))
         #expect(evicted == nil)
         #expect(try await store.attestedNode(node.spiffeID)?.evidenceAt == requoted.evidenceAt)
     }

@@ -33,7 +33,7 @@ struct MaintenanceTests {
             spiffeID: try SPIFFEID(parsing: "spiffe://example.org/batch"), parentID: try SPIFFEID(parsing: "spiffe://example.org/node"),
             selectors: [try Selector(parsing: "unix:uid:1000")], expiresAt: clock.now.addingTimeInterval(60)
         )
-        _ = try await store.createEntry(entry, audit: AuditEvent(callerUID: 0, action: "entry.create", target: entry.id))
+        _ = try await store.createEntry(entry, audit: AuditEvent(actor: .admin(uid: 0), action: "entry.create", target: entry.id))
 
         await maintenance.tick()
         #expect(try await store.entries(matching: EntryFilter()).map(\.id) == [entry.id])

@@ -42,7 +42,7 @@ struct NodeWriteRaceTests {
     }
 
     static let agent = try! SPIFFEID(parsing: "spiffe://example.org/hallmark/agent/tpm/0123")
-    static func audit(_ action: String) -> AuditEvent { AuditEvent(callerUID: 0, action: action, target: agent.description) }
+    static func audit(_ action: String) -> AuditEvent { AuditEvent(actor: .admin(uid: 0), action: action, target: agent.description) }
 
     @Test("an attestation answered after a ban does not unban the node")
     func attestAfterBan() async throws {

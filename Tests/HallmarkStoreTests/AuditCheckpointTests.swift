@@ -20,7 +20,7 @@ struct AuditCheckpointTests {
             dir = try TemporaryDirectory("audit")
             store = try SQLiteStore(path: dir.path("hallmark.db"), checkpointer: try AuditCheckpointer(dataDir: dir.url.path, interval: 5))
             for index in 1...records {
-                try await store.appendAudit([AuditEvent(time: TestClock.now.addingTimeInterval(Double(index)), callerUID: 0, action: "entry.create", target: "e\(index)")])
+                try await store.appendAudit([AuditEvent(time: TestClock.now.addingTimeInterval(Double(index)), actor: .admin(uid: 0), action: "entry.create", target: "e\(index)")])
             }
         }
 
@@ -68,7 +68,8 @@ struct AuditCheckpointTests {
             for row in try Row.fetchAll(db, sql: "SELECT * FROM audit_log ORDER BY sequence") {
                 let sequence: Int64 = row["sequence"]
                 let event = AuditEvent(
-                    time: Date(timeIntervalSince1970: TimeInterval(row["time_ms"] as Int64) / 1000), callerUID: row["caller_uid"], action: row["action"],
+                    time: Date(timeIntervalSince1970: TimeInterval(row["time_ms"] as Int64) / 1000),
+                    actor: AuditActor(stored: row["actor"], callerUID: row["caller_uid"]), action: row["action"],
                     target: sequence == 3 ? "innocent" : row["target"], result: row["result"], detail: row["detail"]
                 )
                 let hash = AuditChain.hash(sequence: sequence, event: event, previousHash: previous)

@@ -37,7 +37,7 @@ struct StoreConformanceTests {
     }
 
     static func audit(_ action: String, _ target: String = "t") -> AuditEvent {
-        AuditEvent(time: now, callerUID: 0, action: action, target: target)
+        AuditEvent(time: now, actor: .admin(uid: 0), action: action, target: target)
     }
 
     @Test("an entry round-trips with every field", arguments: StoreBackends.all)

@@ -540,6 +540,7 @@ public nonisolated struct Admin_AuditRecord: Sendable {
   /// Unix milliseconds.
   public var time: Int64 = 0
 
+  /// The admin's uid; -1 for the server or an agent (see actor).
   public var callerUid: Int64 = 0
 
   public var action: String = String()
@@ -551,6 +552,10 @@ public nonisolated struct Admin_AuditRecord: Sendable {
   public var detail: String = String()
 
   public var hash: String = String()
+
+  /// Who took the action: "admin:UID", "server" or "agent:SPIFFE-ID"; empty for records written
+  /// before actors were kept. Covered by the record's hash when present.
+  public var actor: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1805,7 +1810,7 @@ nonisolated extension Admin_MintJWTSVIDResponse: SwiftProtobuf.Message, SwiftPro
 
 nonisolated extension Admin_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".AuditRecord"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}time\0\u{3}caller_uid\0\u{1}action\0\u{1}target\0\u{1}result\0\u{1}detail\0\u{1}hash\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}sequence\0\u{1}time\0\u{3}caller_uid\0\u{1}action\0\u{1}target\0\u{1}result\0\u{1}detail\0\u{1}hash\0\u{1}actor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1821,6 +1826,7 @@ nonisolated extension Admin_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._M
       case 6: try { try decoder.decodeSingularStringField(value: &self.result) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.detail) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.hash) }()
+      case 9: try { try decoder.decodeSingularStringField(value: &self.actor) }()
       default: break
       }
     }
@@ -1851,6 +1857,9 @@ nonisolated extension Admin_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._M
     if !self.hash.isEmpty {
       try visitor.visitSingularStringField(value: self.hash, fieldNumber: 8)
     }
+    if !self.actor.isEmpty {
+      try visitor.visitSingularStringField(value: self.actor, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1863,6 +1872,7 @@ nonisolated extension Admin_AuditRecord: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.result != rhs.result {return false}
     if lhs.detail != rhs.detail {return false}
     if lhs.hash != rhs.hash {return false}
+    if lhs.actor != rhs.actor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
