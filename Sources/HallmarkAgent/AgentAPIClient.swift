@@ -1,12 +1,14 @@
 // The agent's connection to the server's agent API: the mTLS transport (the server verified by
 // its SPIFFE ID against the bundle the agent holds), attestation over its challenge stream, and
-// sessions with the agent's SVID. Which server it dials lives here alone.
+// sessions with the agent's SVID. Which server it dials lives here alone: the first of the list
+// that answers, and the next one when a connection to it fails.
 
 import Foundation
 import GRPCCore
 import GRPCNIOTransportHTTP2
 import HallmarkProto
 import Logging
+import Synchronization
 import SPIFFE
 import SPIFFETLS
 import X509
@@ -16,13 +18,36 @@ struct AgentAPIClient: Sendable {
 
     let config: AgentConfig
     let logger: Logger
+    let servers: ServerRotation
+
+    init(config: AgentConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        servers = ServerRotation(config.servers)
+    }
 
     /// Runs `body` with a client authenticated by `identity`, the server checked against `bundle`.
     func withSession<T: Sendable>(
         _ identity: X509SVID, bundle: @escaping @Sendable () -> X509Bundle?, _ body: @Sendable (API) async throws -> T
     ) async throws -> T {
-        let transport = try transport(certificate: identity.leaf.derBytes, key: try identity.privateKeyDER(), verifyServer: verifyServer(bundle: bundle))
-        return try await withGRPCClient(transport: transport) { grpc in try await body(API(wrapping: grpc)) }
+        let server = servers.current
+        let transport = try transport(server, certificate: identity.leaf.derBytes, key: try identity.privateKeyDER(), verifyServer: verifyServer(bundle: bundle))
+        return try await failingOver(server) {
+            try await withGRPCClient(transport: transport) { grpc in try await body(API(wrapping: grpc)) }
+        }
+    }
+
+    /// Runs `body` against `server`; when the server cannot be reached (UNAVAILABLE: no connection,
+    /// or its certificate refused), the next call goes to the next server of the list.
+    private func failingOver<T>(_ server: ServerRotation.Position, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as RPCError where error.code == .unavailable {
+            if let next = servers.advance(from: server) {
+                logger.warning("server unavailable; trying the next", metadata: ["server": "\(server.address)", "next": "\(next)", "error": "\(error.message)"])
+            }
+            throw error
+        }
     }
 
     /// Attests with `attestor` (and the contributors' evidence beside it) and returns the agent's
@@ -32,8 +57,34 @@ struct AgentAPIClient: Sendable {
         let request = try SVIDRequest()
         let (key, csr) = (request.privateKey, request.csr)
         let bootstrap = try AgentIdentity.bootstrapCertificate(key, now: Date())
-        let transport = try transport(certificate: bootstrap.derBytes, key: try key.derBytes(), verifyServer: try bootstrapVerification())
-        let result = try await withGRPCClient(transport: transport) { grpc in
+        let verification = try bootstrapVerification()
+        // Each server once, from the current one, until one answers.
+        var attempts = config.servers.count
+        let result: AgentAPI_AttestResult
+        while true {
+            attempts -= 1
+            let server = servers.current
+            let transport = try transport(server, certificate: bootstrap.derBytes, key: try key.derBytes(), verifyServer: verification)
+            do {
+                result = try await failingOver(server) { try await attestOnce(transport, attestor, contributors, payload: payload, csr: csr, key: key) }
+                break
+            } catch let error as RPCError where error.code == .unavailable && attempts > 0 {
+                continue
+            }
+        }
+        let chain = try result.svidChain.map { try Certificate(derEncoded: Array($0)) }
+        let svid = try X509SVID(certificates: chain, privateKey: key)
+        let bundle = try SPIFFEBundle(trustDomain: svid.id.trustDomain, json: result.bundleJwks)
+        logger.info("attested to the server", metadata: ["agent": "\(svid.id)", "expires": "\(svid.expiresAt)"])
+        return (svid, bundle)
+    }
+
+    /// One attestation over the challenge stream of one server.
+    private func attestOnce(
+        _ transport: HTTP2ClientTransport.Posix, _ attestor: any NodeAttestor, _ contributors: [any EvidenceContributor],
+        payload: Data, csr: [UInt8], key: Certificate.PrivateKey
+    ) async throws -> AgentAPI_AttestResult {
+        try await withGRPCClient(transport: transport) { grpc in
             let api = API(wrapping: grpc)
             let (challenges, challenge) = AsyncStream<[UInt8]>.makeStream()
             return try await api.attestAgent(
@@ -67,11 +118,6 @@ struct AgentAPIClient: Sendable {
                 }
             )
         }
-        let chain = try result.svidChain.map { try Certificate(derEncoded: Array($0)) }
-        let svid = try X509SVID(certificates: chain, privateKey: key)
-        let bundle = try SPIFFEBundle(trustDomain: svid.id.trustDomain, json: result.bundleJwks)
-        logger.info("attested to the server", metadata: ["agent": "\(svid.id)", "expires": "\(svid.expiresAt)"])
-        return (svid, bundle)
     }
 
     /// How the server is checked on first contact: the newest saved bundle, else --trust-bundle,
@@ -106,9 +152,11 @@ struct AgentAPIClient: Sendable {
         return nil
     }
 
-    private func transport(certificate: [UInt8], key: [UInt8], verifyServer: @escaping SPIFFEPeerVerification.Callback) throws -> HTTP2ClientTransport.Posix {
+    private func transport(
+        _ server: ServerRotation.Position, certificate: [UInt8], key: [UInt8], verifyServer: @escaping SPIFFEPeerVerification.Callback
+    ) throws -> HTTP2ClientTransport.Posix {
         try HTTP2ClientTransport.Posix(
-            target: .dns(host: config.serverHost, port: config.serverPort),
+            target: .dns(host: server.address.host, port: server.address.port),
             transportSecurity: .mTLS(
                 certificateChain: [.bytes(certificate, format: .der)], privateKey: .bytes(key, format: .der)
             ) { tls in
@@ -130,5 +178,38 @@ struct AgentAPIClient: Sendable {
             authorizer: .matching("the server's SVID (spiffe://TD/hallmark/server)") { $0.path == "/hallmark/server" },
             onRefusal: { logger.error("refused the server's certificate", metadata: ["reason": "\($0)"]) }
         )
+    }
+}
+
+/// The servers an agent may use, and which it uses now. A failure moves every caller on to the
+/// next server once, not once per caller: only a failure of the server still current advances it.
+final class ServerRotation: Sendable {
+    struct Position: Sendable {
+        let index: Int
+        let address: AgentConfig.ServerAddress
+    }
+
+    private let addresses: [AgentConfig.ServerAddress]
+    private let index = Mutex(0)
+
+    init(_ addresses: [AgentConfig.ServerAddress]) {
+        precondition(!addresses.isEmpty)
+        self.addresses = addresses
+    }
+
+    var current: Position {
+        let index = index.withLock { $0 }
+        return Position(index: index, address: addresses[index])
+    }
+
+    /// Moves on from `failed`, if it is still the current server; returns the next one, or nil
+    /// when another caller already moved on or there is no other server.
+    func advance(from failed: Position) -> AgentConfig.ServerAddress? {
+        guard addresses.count > 1 else { return nil }
+        return index.withLock { index in
+            guard index == failed.index else { return nil }
+            index = (index + 1) % addresses.count
+            return addresses[index]
+        }
     }
 }

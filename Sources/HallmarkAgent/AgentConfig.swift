@@ -7,8 +7,9 @@ public import SPIFFE
 
 public struct AgentConfig: Sendable {
     public var dataDir: String
-    public var serverHost: String
-    public var serverPort: Int
+    /// The servers of the trust domain's agent API, in the order to try them: the agent keeps to
+    /// one while it answers and moves to the next when a connection to it fails.
+    public var servers: [ServerAddress]
     /// The trust domain's CA certificates (PEM) to trust the server with on first contact.
     public var trustBundlePath: String?
     /// Skip verifying the server on first contact (development only).
@@ -40,11 +41,28 @@ public struct AgentConfig: Sendable {
         }
     }
 
-    public init(dataDir: String, serverHost: String, serverPort: Int, socketPath: String) {
+    public struct ServerAddress: Hashable, Sendable, CustomStringConvertible {
+        public var host: String
+        public var port: Int
+
+        public init(host: String, port: Int) {
+            self.host = host
+            self.port = port
+        }
+
+        public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+    }
+
+    /// - Parameter servers: at least one.
+    public init(dataDir: String, servers: [ServerAddress], socketPath: String) {
+        precondition(!servers.isEmpty, "an agent needs at least one server")
         self.dataDir = dataDir
-        self.serverHost = serverHost
-        self.serverPort = serverPort
+        self.servers = servers
         self.socketPath = socketPath
+    }
+
+    public init(dataDir: String, serverHost: String, serverPort: Int, socketPath: String) {
+        self.init(dataDir: dataDir, servers: [ServerAddress(host: serverHost, port: serverPort)], socketPath: socketPath)
     }
 
     var agentSVIDPath: String { (dataDir as NSString).appendingPathComponent("agent-svid.pem") }

@@ -17,8 +17,8 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("data-dir"), help: "Where the agent keeps its own SVID and the bundle.")
     var dataDir: String
 
-    @Option(help: "The server's agent API, HOST:PORT.")
-    var server: String
+    @Option(help: "The server's agent API, HOST:PORT. Repeat it for several servers of one trust domain: the agent uses the first that answers and moves to the next when a connection fails.")
+    var server: [String] = []
 
     @Option(name: .customLong("trust-bundle"), help: "PEM CA certificates of the trust domain, to verify the server on first contact.")
     var trustBundle: String?
@@ -92,6 +92,9 @@ struct AgentRunCommand: AsyncParsableCommand {
     @Option(name: .customLong("log-level")) var logLevel: String = "info"
 
     func validate() throws {
+        guard !server.isEmpty else { throw ValidationError("--server: give the server's agent API as HOST:PORT (at least one)") }
+        let duplicates = Dictionary(grouping: server, by: { $0 }).filter { $0.value.count > 1 }.keys.sorted()
+        guard duplicates.isEmpty else { throw ValidationError("--server: \(duplicates.joined(separator: ", ")) is given more than once") }
         guard attestor == "join-token" || attestor == "tpm" else {
             throw ValidationError("--attestor: '\(attestor)' is not available; this agent supports join-token and tpm")
         }
@@ -120,8 +123,8 @@ struct AgentRunCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let (host, port) = try HostPort.parse(server, flag: "--server")
-        var config = AgentConfig(dataDir: dataDir, serverHost: host, serverPort: port, socketPath: socket)
+        let servers = try server.map { try HostPort.parse($0, flag: "--server") }.map { AgentConfig.ServerAddress(host: $0.0, port: $0.1) }
+        var config = AgentConfig(dataDir: dataDir, servers: servers, socketPath: socket)
         config.trustBundlePath = trustBundle
         config.insecureBootstrap = insecureBootstrap
         config.joinToken = try joinToken ?? joinTokenFile.map(Self.readJoinToken)

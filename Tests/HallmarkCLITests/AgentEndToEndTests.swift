@@ -34,6 +34,40 @@ struct AgentEndToEndTests {
         #expect(mode?.intValue == 0o600)
     }
 
+    /// A local TCP port nothing listens on: connections to it are refused.
+    static func closedPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw TestFailure("could not find a free port") }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    @Test("an agent given several servers attests and serves through the first that answers, past one that refuses connections")
+    func serverList() throws {
+        let server = try TestServer()
+        let closed = try Self.closedPort()
+        let agent = try TestAgent(server: server, servers: ["127.0.0.1:\(closed)", server.agentAddress])
+        #expect(agent.spiffeID.hasPrefix("spiffe://example.org/hallmark/agent/join-token/"))
+        try agent.register("/model/llama", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/model/llama")
+        #expect(agent.log.contains("127.0.0.1:\(closed)"), "the unreachable server was never tried")
+
+        for (arguments, message) in [
+            ([String](), "--server: give the server's agent API as HOST:PORT"),
+            (["--server", server.agentAddress, "--server", server.agentAddress], "--server: \(server.agentAddress) is given more than once"),
+        ] {
+            let refused = try Run.process(Run.hallmarkBinary, ["agent", "run", "--data-dir", server.dir.path("unused"), "--socket", server.dir.path("unused.sock")] + arguments)
+            #expect(refused.status != 0 && refused.stderr.contains(message), "\(arguments): \(refused.stderr)")
+        }
+    }
+
     @Test("callers are told apart by the kernel: uid, user, path; an unknown caller is refused")
     func workloadAttestation() throws {
         let server = try TestServer()

@@ -6,6 +6,8 @@ public final class TestAgent: @unchecked Sendable {
     public let server: TestServer
     public let dataDir: String
     public let socket: String
+    /// The agent API addresses given as --server, in order (the server's own by default).
+    public let servers: [String]
     public private(set) var spiffeID = ""
     private var process: Process?
     /// The running agent's process ID, for /proc.
@@ -14,8 +16,9 @@ public final class TestAgent: @unchecked Sendable {
 
     /// Starts the agent and waits until it serves the Workload API: attested with a join token
     /// (made here unless given), or with `attestation` arguments (such as `--attestor tpm …`).
-    public init(server: TestServer, name: String = "agent", token: String? = nil, attestation: [String]? = nil) throws {
+    public init(server: TestServer, name: String = "agent", token: String? = nil, attestation: [String]? = nil, servers: [String]? = nil) throws {
         self.server = server
+        self.servers = servers ?? [server.agentAddress]
         dataDir = server.dir.path("\(name)-data")
         try FileManager.default.createDirectory(atPath: server.dir.path("\(name)-socket"), withIntermediateDirectories: true)
         chmod(server.dir.path("\(name)-socket"), 0o755)
@@ -56,7 +59,7 @@ public final class TestAgent: @unchecked Sendable {
         FileManager.default.createFile(atPath: logPath, contents: nil)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Run.hallmarkBinary)
-        process.arguments = ["agent", "run", "--data-dir", dataDir, "--server", server.agentAddress, "--socket", socket] + extra
+        process.arguments = ["agent", "run", "--data-dir", dataDir] + servers.flatMap { ["--server", $0] } + ["--socket", socket] + extra
         let log = FileHandle(forWritingAtPath: logPath)!
         process.standardOutput = log
         process.standardError = log
