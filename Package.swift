@@ -201,6 +201,10 @@ let package = Package(
         ),
         .testTarget(name: "HallmarkSupportTests", dependencies: ["HallmarkSupport", "HallmarkTestSupport"], swiftSettings: strict),
         .testTarget(name: "HallmarkAttestationTests", dependencies: ["HallmarkAttestation"], swiftSettings: strict),
+        .testTarget(
+            name: "HallmarkPeerCredentialsTests", dependencies: ["HallmarkPeerCredentials", .product(name: "GRPCCore", package: "grpc-swift-2")],
+            swiftSettings: strict
+        ),
         .testTarget(name: "HallmarkGPUTests", dependencies: ["HallmarkGPU", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkTPMTests", dependencies: ["HallmarkTPM", "HallmarkTestSupport"] + crypto, swiftSettings: strict),
         .testTarget(name: "HallmarkCATests", dependencies: ["HallmarkCA", "SPIFFE", "HallmarkTestSupport"] + crypto, swiftSettings: strict),

@@ -88,8 +88,11 @@ public struct PeerCredentials: Hashable, Sendable, CustomStringConvertible {
     /// parentheses and may itself hold spaces and parentheses: fields are counted after the last `)`.
     static func startTime(statLine: some BidirectionalCollection<UInt8>) -> UInt64? {
         guard let close = statLine.lastIndex(of: UInt8(ascii: ")")) else { return nil }
-        // After the name come field 3 (state) onwards: starttime is the 20th of them.
-        let fields = statLine[statLine.index(after: close)...].split(separator: UInt8(ascii: " "), maxSplits: 20)
+        // After the name and one space come field 3 (state) onwards: starttime is the 20th of
+        // them. An empty field stays a field, so that a malformed line cannot shift them.
+        let rest = statLine[statLine.index(after: close)...]
+        guard rest.first == UInt8(ascii: " ") else { return nil }
+        let fields = rest.dropFirst().split(separator: UInt8(ascii: " "), maxSplits: 20, omittingEmptySubsequences: false)
         guard fields.count > 19, !fields[19].isEmpty else { return nil }
         var value: UInt64 = 0
         for digit in fields[19] {
