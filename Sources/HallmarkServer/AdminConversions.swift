@@ -60,6 +60,7 @@ extension Admin_Agent {
         serialNumber = node.serialNumber
         expiresAt = Int64(node.expiresAt.timeIntervalSince1970)
         attestedAt = Int64(node.attestedAt.timeIntervalSince1970)
+        evidenceAt = Int64(node.evidenceAt.timeIntervalSince1970)
         banned = node.banned
     }
 }

@@ -120,6 +120,7 @@ struct AgentView: Encodable {
     let serial_number: String
     let expires_at: Int64
     let attested_at: Int64
+    let evidence_at: Int64
     let banned: Bool
 
     init(_ agent: Admin_Agent) {
@@ -129,6 +130,7 @@ struct AgentView: Encodable {
         serial_number = agent.serialNumber
         expires_at = agent.expiresAt
         attested_at = agent.attestedAt
+        evidence_at = agent.evidenceAt
         banned = agent.banned
     }
 
@@ -137,6 +139,7 @@ struct AgentView: Encodable {
             "SPIFFE ID        : \(spiffe_id)",
             "Attestation type : \(attestation_type)",
             "Expires at       : \(Date(timeIntervalSince1970: TimeInterval(expires_at)).rfc3339)",
+            "Evidence at      : \(Date(timeIntervalSince1970: TimeInterval(evidence_at)).rfc3339)",
             "Banned           : \(banned)",
         ] + selectors.map { "Selector         : \($0)" }).joined(separator: "\n")
     }

@@ -281,7 +281,12 @@ struct RevocationEndToEndTests {
         let forced = try server.hallmark(["authority", "x509", "revoke", "--authority-id", second, "--force"])
         kill(pid, SIGCONT)
         #expect(forced.status == 0, "\(forced.stderr)")
-        try waitFor("no longer accepts this agent", in: agent.logPath, while: Process(), timeout: 15, requireRunning: false)
+        // Cut off: its SVID chains to the revoked key, so its workloads have nothing left.
+        try waitUntil("the cut-off agent's workloads lose their SVIDs", timeout: 15) {
+            let fetched = try agent.workload(["svid", "fetch"])
+            return fetched.status != 0 && fetched.stderr.contains("no identity issued")
+        }
+        #expect(agent.log.contains("no longer accepts this agent"), "\(agent.log.suffix(2000))")
     }
 
     @Test("revoke waits for workloads too: X509-SVIDs their agent still holds, and JWT-SVIDs not yet expired, hold it back by name; --force does not wait")

@@ -124,6 +124,17 @@ public func waitFor(_ needle: String, in path: String, while process: Process, t
     throw TestFailure("'\(needle)' did not appear in \(path) within \(Int(timeout)) s")
 }
 
+/// Waits until `condition` holds (state a test can observe: an admin answer, a file, the Workload
+/// API), checking every 50 ms, failing after `timeout`.
+public func waitUntil(_ what: String, timeout: TimeInterval = 30, _ condition: () throws -> Bool) throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if try condition() { return }
+        usleep(50_000)
+    }
+    throw TestFailure("\(what) did not happen within \(Int(timeout)) s")
+}
+
 public struct TestFailure: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }

@@ -240,6 +240,9 @@ public nonisolated struct Admin_Agent: Sendable {
 
   public var banned: Bool = false
 
+  /// When the node last presented evidence that passed (attestation or re-attestation), Unix seconds.
+  public var evidenceAt: Int64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1082,7 +1085,7 @@ nonisolated extension Admin_JoinToken: SwiftProtobuf.Message, SwiftProtobuf._Mes
 
 nonisolated extension Admin_Agent: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Agent"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}spiffe_id\0\u{3}attestation_type\0\u{1}selectors\0\u{3}serial_number\0\u{3}expires_at\0\u{3}attested_at\0\u{1}banned\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}spiffe_id\0\u{3}attestation_type\0\u{1}selectors\0\u{3}serial_number\0\u{3}expires_at\0\u{3}attested_at\0\u{1}banned\0\u{3}evidence_at\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1097,6 +1100,7 @@ nonisolated extension Admin_Agent: SwiftProtobuf.Message, SwiftProtobuf._Message
       case 5: try { try decoder.decodeSingularInt64Field(value: &self.expiresAt) }()
       case 6: try { try decoder.decodeSingularInt64Field(value: &self.attestedAt) }()
       case 7: try { try decoder.decodeSingularBoolField(value: &self.banned) }()
+      case 8: try { try decoder.decodeSingularInt64Field(value: &self.evidenceAt) }()
       default: break
       }
     }
@@ -1124,6 +1128,9 @@ nonisolated extension Admin_Agent: SwiftProtobuf.Message, SwiftProtobuf._Message
     if self.banned != false {
       try visitor.visitSingularBoolField(value: self.banned, fieldNumber: 7)
     }
+    if self.evidenceAt != 0 {
+      try visitor.visitSingularInt64Field(value: self.evidenceAt, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1135,6 +1142,7 @@ nonisolated extension Admin_Agent: SwiftProtobuf.Message, SwiftProtobuf._Message
     if lhs.expiresAt != rhs.expiresAt {return false}
     if lhs.attestedAt != rhs.attestedAt {return false}
     if lhs.banned != rhs.banned {return false}
+    if lhs.evidenceAt != rhs.evidenceAt {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
