@@ -79,7 +79,8 @@ let package = Package(
         // Kernel-reported peer credentials (SO_PEERCRED) for gRPC over Unix sockets.
         .target(name: "HallmarkPeerCredentials", dependencies: ["CHallmarkLinux", .product(name: "GRPCCore", package: "grpc-swift-2")] + transport, swiftSettings: strict),
         .target(name: "CHallmarkLinux"),
-        // Small shared mechanisms of the server and the agent.
+        // Small shared mechanisms of the server and the agent: private files and sockets, the broadcast
+        // of changes to long-lived streams, rate limits.
         .target(name: "HallmarkSupport", dependencies: [.product(name: "GRPCCore", package: "grpc-swift-2")], swiftSettings: strict),
         // Selectors, attestor and verifier types, join tokens.
         .target(name: "HallmarkAttestation", dependencies: ["SPIFFE"] + crypto, swiftSettings: strict),
@@ -103,7 +104,8 @@ let package = Package(
         ),
         .target(name: "HallmarkGPU", dependencies: ["HallmarkAttestation", "CHallmarkRIM", "SPIFFE"] + crypto, swiftSettings: strict),
         .target(name: "HallmarkTPM", dependencies: ["HallmarkAttestation", "CHallmarkCrypto", "CHallmarkTPM", "SPIFFE"] + crypto, swiftSettings: strict),
-        // The store protocol and its SQLite implementation with numbered SQL migrations.
+        // The store protocol (and the CA journal it refines) with its SQLite implementation, numbered SQL
+        // migrations, and the hash-chained audit log with signed checkpoints.
         .target(
             name: "HallmarkStore",
             dependencies: ["SPIFFE", "HallmarkAttestation", "HallmarkSupport", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
@@ -111,7 +113,8 @@ let package = Package(
         ),
         // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk, and the key-slot planner (the CA keys' life).
         .target(name: "HallmarkCA", dependencies: ["SPIFFE", "HallmarkSupport"] + crypto, swiftSettings: strict),
-        // The server: admin API, agent API, node attestation, entry stream, audit.
+        // The server: admin API, agent API, node attestation, entry stream, audit; the CA manager that
+        // carries out the key-slot planner's actions; every part a ServiceLifecycle service on one clock.
         .target(
             name: "HallmarkServer",
             dependencies: [
@@ -122,8 +125,9 @@ let package = Package(
             ] + crypto + grpc + transport + tls,
             swiftSettings: strict
         ),
-        // The node agent: node attestors (one per method), the agent-API client, entry sync, the SVID
-        // cache and rotation planner, the Workload API.
+        // The node agent: node attestors (one per method), the agent-API client with its server list,
+        // entry sync, the SVID cache and rotation planner, the Workload API (one call state machine per
+        // HTTP/2 stream).
         .target(
             name: "HallmarkAgent",
             dependencies: [
