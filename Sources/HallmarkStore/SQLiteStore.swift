@@ -49,7 +49,7 @@ public final class SQLiteStore: Store {
                     "store: the database is at schema version \(current), newer than the \(Migrations.latestVersion) this Hallmark knows; run a newer Hallmark"
                 )
             }
-            for migration in Migrations.embedded.sorted(by: { $0.version < $1.version }) where migration.version > current {
+            for migration in Migrations.sqlite.sorted(by: { $0.version < $1.version }) where migration.version > current {
                 try db.execute(sql: migration.sql)
                 try db.execute(
                     sql: "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",

@@ -79,15 +79,22 @@ struct SQLiteStoreTests {
         #expect(try await store.attestedNode(nodes[17].spiffeID) == nodes[17])
     }
 
-    @Test("the embedded migrations are exactly the files in Schemas/sql")
-    func embeddedMatchFiles() throws {
+    @Test("the embedded migrations are exactly the files in Schemas/sql, for each dialect", arguments: Migrations.Dialect.allCases)
+    func embeddedMatchFiles(dialect: Migrations.Dialect) throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        let directory = root.appendingPathComponent("Schemas/sql")
+        let directory = root.appendingPathComponent("Schemas/sql/\(dialect.rawValue)")
         let files = try FileManager.default.contentsOfDirectory(atPath: directory.path).filter { $0.hasSuffix(".sql") }.sorted()
-        #expect(files == Migrations.embedded.map(\.name), "run scripts/gen-migrations")
-        for migration in Migrations.embedded {
+        #expect(files == Migrations.embedded(dialect).map(\.name), "run scripts/gen-migrations")
+        for migration in Migrations.embedded(dialect) {
             let text = try String(contentsOf: directory.appendingPathComponent(migration.name), encoding: .utf8)
             #expect(text.trimmingCharacters(in: .newlines) == migration.sql.trimmingCharacters(in: .newlines), "\(migration.name): run scripts/gen-migrations")
         }
+    }
+
+    @Test("every dialect has the same migrations, numbered and named the same")
+    func dialectsAgree() {
+        let sqlite = Migrations.sqlite.map { "\($0.version) \($0.name)" }
+        #expect(Migrations.postgres.map { "\($0.version) \($0.name)" } == sqlite)
+        #expect(Migrations.sqlite.map(\.version) == Array(1...Migrations.latestVersion), "migrations are numbered 1, 2, … with no gap")
     }
 }

@@ -1,0 +1,3 @@
+-- What a node's attestation method needs to check the node again later (for TPM: the AK's
+-- public area, against which re-attestation quotes are verified). Empty for join tokens.
+ALTER TABLE attested_nodes ADD COLUMN attestation_data BYTEA NOT NULL DEFAULT ''::bytea;
