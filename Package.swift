@@ -64,6 +64,7 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.0"),
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.0"),
     ],
     targets: [
         // The SPIFFE core: IDs, bundles, SVIDs, verification, authorizers. Parsing only, no I/O.
@@ -108,7 +109,10 @@ let package = Package(
         // migrations, and the hash-chained audit log with signed checkpoints.
         .target(
             name: "HallmarkStore",
-            dependencies: ["SPIFFE", "HallmarkAttestation", "HallmarkSupport", .product(name: "GRDB", package: "GRDB.swift")] + crypto,
+            dependencies: [
+                "SPIFFE", "HallmarkAttestation", "HallmarkSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ] + crypto,
             swiftSettings: strict
         ),
         // Signing: X509-SVIDs from CSRs, JWT-SVIDs, CA keys on disk, and the key-slot planner (the CA keys' life).
@@ -183,7 +187,10 @@ let package = Package(
         .testTarget(name: "SPIFFEWorkloadAPITests", dependencies: ["SPIFFEWorkloadAPI"], swiftSettings: strict),
         .testTarget(
             name: "HallmarkStoreTests",
-            dependencies: ["HallmarkStore", "HallmarkAttestation", "HallmarkTestSupport", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "HallmarkStore", "HallmarkAttestation", "HallmarkTestSupport", .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

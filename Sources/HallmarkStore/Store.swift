@@ -73,7 +73,7 @@ public protocol Store: CAJournal, Sendable {
 /// A store failure with a code to act on.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt, banned, conflict }
+        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt, banned, conflict, migrationFailed }
         fileprivate let base: Base
         public var description: String { base.rawValue }
         public static let notFound = Code(base: .notFound)
@@ -87,6 +87,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let banned = Code(base: .banned)
         /// The record changed since the caller read it, or another record holds what must be unique.
         public static let conflict = Code(base: .conflict)
+        /// A schema migration the database refused; nothing of it was kept.
+        public static let migrationFailed = Code(base: .migrationFailed)
     }
 
     public let code: Code
