@@ -352,6 +352,67 @@ struct AgentEndToEndTests {
         let audit = try server.hallmark(["audit", "show", "--output", "json"])
         #expect(audit.stdout.contains("\"refused\""))
     }
+
+    @Test("a compromised agent's held-authority reports: malformed ones refused by field, a flood of changes slowed, a lie that pins a key answered by naming the node and by --force")
+    func hostileHeldReports() async throws {
+        let server = try TestServer()
+        let agent = try TestAgent(server: server)
+        try agent.register("/svc", selectors: ["unix:uid:0"])
+        _ = try agent.waitForSVID("spiffe://example.org/svc")
+        // The attacker holds the agent's own SVID and key, and stops the agent so that its honest
+        // reports do not overwrite the lies.
+        let chain = try X509SVID.certificates(pem: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8))
+        let keyDER = try PEMDocument(pemString: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.key", encoding: .utf8)).derBytes
+        var serializer = DER.Serializer()
+        try serializer.serialize(chain[0])
+        #expect(agent.stop() == 0)
+        func report(_ ids: [String]) async -> RPCError? {
+            do {
+                _ = try await withGRPCClient(transport: try agentAPI(server, certificate: serializer.serializedBytes, key: keyDER)) { client in
+                    try await AgentAPI_AgentAPI.Client(wrapping: client).reportHeld(AgentAPI_ReportHeldRequest.with { $0.x509AuthorityIds = ids })
+                }
+                return nil
+            } catch let error as RPCError {
+                return error
+            } catch {
+                Issue.record("\(error)")
+                return nil
+            }
+        }
+        let tooMany = await report((0..<65).map { String(format: "%04x", $0) })
+        #expect(tooMany?.code == .invalidArgument && tooMany?.message == "x509_authority_ids: at most 64, not 65", "\(String(describing: tooMany))")
+        let notHex = await report(["ab", "not-hex"])
+        #expect(notHex?.code == .invalidArgument && notHex?.message.hasPrefix("x509_authority_ids[1]: ") == true, "\(String(describing: notHex))")
+
+        // Changes are writes: past the burst, a flood of different reports is refused, naming the limit.
+        var limited: RPCError?
+        for index in 0..<40 where limited == nil {
+            limited = await report([String(format: "%08x", index)])
+        }
+        #expect(limited?.code == .resourceExhausted, "\(String(describing: limited))")
+        #expect(limited?.message.contains("changes of what \(agent.spiffeID) holds are limited") == true, "\(String(describing: limited))")
+
+        // A lie that pins the active key: its revoke is refused naming the node, and --force revokes anyway.
+        let list = try JSONSerialization.jsonObject(with: Data(try server.hallmark(["authority", "x509", "show", "--output", "json"]).stdout.utf8)) as? [[String: Any]]
+        let active = try #require(list?.first { $0["state"] as? String == "active" }?["authority_id"] as? String)
+        #expect(try server.hallmark(["authority", "x509", "prepare"]).status == 0)
+        #expect(try server.hallmark(["authority", "x509", "activate"]).status == 0)
+        #expect(try server.hallmark(["authority", "x509", "taint", "--authority-id", active]).status == 0)
+        var pinned: RPCError? = RPCError(code: .resourceExhausted, message: "")
+        let deadline = Date().addingTimeInterval(30)
+        while pinned?.code == .resourceExhausted, Date() < deadline {
+            pinned = await report([active])
+            if pinned != nil { try await Task.sleep(for: .milliseconds(200)) }
+        }
+        #expect(pinned == nil, "\(String(describing: pinned))")
+        let refused = try server.hallmark(["authority", "x509", "revoke", "--authority-id", active])
+        #expect(
+            refused.status != 0 && refused.stderr.contains("1 attested node still holds workload X509-SVIDs from \(active) (\(agent.spiffeID))"),
+            "the refusal names the node that claims the key: \(refused.stderr)"
+        )
+        let forced = try server.hallmark(["authority", "x509", "revoke", "--authority-id", active, "--force"])
+        #expect(forced.status == 0, "\(forced.stderr)")
+    }
 }
 
 @Suite("agent renewal under change", .serialized)
