@@ -80,6 +80,8 @@ struct WorkloadAPIService: Sendable {
     let logger: Logger
     /// Signatures the server is asked for on behalf of each uid (JWT-SVIDs not in the cache).
     let jwtMints: RateLimiter<UInt32>
+    /// The time JWT-SVIDs are cached by (the agent's clock; tests move it).
+    var clock: @Sendable () -> Date = { Date() }
 
     /// Refuses a call without the security header.
     func checkSecurityHeader(_ values: some Sequence<String>, _ method: Method) throws(RPCError) {
@@ -220,7 +222,7 @@ struct WorkloadAPIService: Sendable {
         }
         var svids: [WorkloadAPI_JWTSVID] = []
         for identity in chosen {
-            let now = Date()
+            let now = clock()
             let token: String
             if let cached = cache.jwt(entryID: identity.entryID, audience: audience, at: now) {
                 token = cached

@@ -12,10 +12,10 @@ import NIOHPACK
 /// default, none: the server is unreachable).
 func testWorkloadAPIService(
     attestor: UnixWorkloadAttestor = UnixWorkloadAttestor(), limits: WorkloadAPILimits = WorkloadAPILimits(),
-    cache: AgentCache = AgentCache(), minter: any JWTMinter = UnreachableServer()
+    cache: AgentCache = AgentCache(), minter: any JWTMinter = UnreachableServer(), clock: @escaping @Sendable () -> Date = { Date() }
 ) -> WorkloadAPIService {
     let logger = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
-    return WorkloadAPIService(cache: cache, attestor: attestor, minter: minter, logger: logger, jwtMints: .init(limits.jwtMintsPerUID))
+    return WorkloadAPIService(cache: cache, attestor: attestor, minter: minter, logger: logger, jwtMints: .init(limits.jwtMintsPerUID), clock: clock)
 }
 
 /// A JWT minter for an agent that has no session with its server.

@@ -20,10 +20,13 @@ struct WorkloadJWTTests {
     /// Counts the tokens it mints; each is named after its entry, audience and number.
     final class CountingMinter: JWTMinter {
         let minted = Atomic<Int>(0)
+        let clock: @Sendable () -> Date
+
+        init(clock: @escaping @Sendable () -> Date = { Date() }) { self.clock = clock }
 
         func mintJWTSVID(entryID: String, audience: [String]) async throws -> (token: String, expiresAt: Date) {
             let number = minted.add(1, ordering: .sequentiallyConsistent).newValue
-            return ("\(entryID):\(audience.joined(separator: ",")):\(number)", Date().addingTimeInterval(300))
+            return ("\(entryID):\(audience.joined(separator: ",")):\(number)", clock().addingTimeInterval(300))
         }
     }
 
@@ -61,6 +64,18 @@ struct WorkloadJWTTests {
         #expect(try await Self.fetch(service, ["inference"]) == ["e1:inference:1"])
         #expect(try await Self.fetch(service, ["training"]) == ["e1:training:2"])
         #expect(minter.minted.load(ordering: .sequentiallyConsistent) == 2)
+    }
+
+    @Test("a cached token is served until half of its life on the agent's clock, then minted anew")
+    func halfLife() async throws {
+        let clock = ManualClock()
+        let minter = CountingMinter(clock: clock.function)
+        let service = testWorkloadAPIService(cache: try Self.cache(), minter: minter, clock: clock.function)
+        #expect(try await Self.fetch(service, ["inference"]) == ["e1:inference:1"])
+        clock.advance(by: 149)
+        #expect(try await Self.fetch(service, ["inference"]) == ["e1:inference:1"], "re-minted before half of its 300 s life")
+        clock.advance(by: 2)
+        #expect(try await Self.fetch(service, ["inference"]) == ["e1:inference:2"], "served past half of its life")
     }
 
     @Test("with no session to the server, a token not cached is UNAVAILABLE")
