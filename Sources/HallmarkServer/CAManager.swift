@@ -96,13 +96,18 @@ public actor CAManager {
         // Across both kinds: which keys leave the bundle does not depend on the other slots.
         let expired = planner.expired(slots(nil), published: published, now: now)
         if !expired.isEmpty {
+            var audit: [AuditEvent] = []
             for gone in expired {
                 logger.info("authority left the bundle after its grace period", metadata: ["authority_id": "\(gone)"])
+                let kind = x509[gone] != nil ? "x509" : "jwt"
+                audit.append(AuditEvent(
+                    time: now, actor: .server, action: "authority.\(kind).expire", target: gone, detail: "left the bundle after its grace period"
+                ))
                 x509[gone] = nil
                 jwt[gone] = nil
                 published.remove(gone)
             }
-            _ = try await store.nextBundleSequence()
+            _ = try await store.nextBundleSequence(audit: audit)
             changed = true
         }
         return changed

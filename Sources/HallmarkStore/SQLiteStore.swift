@@ -587,9 +587,10 @@ public final class SQLiteStore: Store {
         try await pool.read { db in try UInt64.fetchOne(db, sql: "SELECT sequence FROM bundle_state WHERE id = 1") ?? 0 }
     }
 
-    public func nextBundleSequence() async throws -> UInt64 {
+    public func nextBundleSequence(audit: [AuditEvent]) async throws -> UInt64 {
         try await pool.write { db in
             try db.execute(sql: "UPDATE bundle_state SET sequence = sequence + 1 WHERE id = 1")
+            try self.append(audit, db)
             return try UInt64.fetchOne(db, sql: "SELECT sequence FROM bundle_state WHERE id = 1") ?? 0
         }
     }

@@ -109,6 +109,12 @@ public protocol CAJournal: Sendable {
     func authorities() async throws -> [AuthorityRecord]
     func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws
     func bundleSequence() async throws -> UInt64
-    /// Increases the bundle's sequence number by one and returns the new value.
-    func nextBundleSequence() async throws -> UInt64
+    /// Increases the bundle's sequence number by one and returns the new value; `audit`, what
+    /// changed the bundle, is recorded in the same transaction.
+    func nextBundleSequence(audit: [AuditEvent]) async throws -> UInt64
+}
+
+extension CAJournal {
+    /// A new bundle sequence for a change audited with its journal entry.
+    public func nextBundleSequence() async throws -> UInt64 { try await nextBundleSequence(audit: []) }
 }

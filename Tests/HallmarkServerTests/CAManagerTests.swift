@@ -107,6 +107,11 @@ struct CAManagerTests {
         #expect(!Self.bundleIDs(after).jwt.contains(firstJWT))
         #expect(Self.bundleIDs(after).x509.contains(next))
         #expect((after.sequenceNumber ?? 0) > sequence)
+        // The server took both keys out of the bundle: each is in the audit log, by the server.
+        let expired = try await fixture.store.auditRecords(after: 0, limit: 100).filter { $0.event.action.hasSuffix(".expire") }
+        #expect(expired.map(\.event.action).sorted() == ["authority.jwt.expire", "authority.x509.expire"])
+        #expect(Set(expired.map(\.event.target)) == [first, firstJWT])
+        #expect(expired.allSatisfy { $0.event.actor == .server })
     }
 
     @Test("SVIDs are never signed past the active key's expiry")
@@ -207,7 +212,8 @@ struct CAManagerTests {
             audits.append(audit)
         }
         func bundleSequence() -> UInt64 { sequence }
-        func nextBundleSequence() -> UInt64 {
+        func nextBundleSequence(audit: [AuditEvent]) -> UInt64 {
+            audits += audit
             sequence += 1
             return sequence
         }

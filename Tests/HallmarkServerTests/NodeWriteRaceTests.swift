@@ -179,7 +179,7 @@ final class PausingStore: Store {
     func authorities() async throws -> [AuthorityRecord] { try await inner.authorities() }
     func saveAuthority(_ authority: AuthorityRecord, audit: AuditEvent) async throws { try await inner.saveAuthority(authority, audit: audit) }
     func bundleSequence() async throws -> UInt64 { try await inner.bundleSequence() }
-    func nextBundleSequence() async throws -> UInt64 { try await inner.nextBundleSequence() }
+    func nextBundleSequence(audit: [AuditEvent]) async throws -> UInt64 { try await inner.nextBundleSequence(audit: audit) }
     func appendAudit(_ events: [AuditEvent]) async throws { try await inner.appendAudit(events) }
     func auditRecords(after sequence: Int64, limit: Int) async throws -> [AuditRecord] { try await inner.auditRecords(after: sequence, limit: limit) }
     func verifyAudit(trust: AuditTrust?) async throws -> AuditVerification { try await inner.verifyAudit(trust: trust) }
