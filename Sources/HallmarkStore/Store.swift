@@ -73,7 +73,7 @@ public protocol Store: CAJournal, Sendable {
 /// A store failure with a code to act on.
 public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt, banned, conflict, migrationFailed }
+        fileprivate enum Base: String { case notFound, alreadyExists, revisionMismatch, tokenExpired, tokenUsed, newerSchema, corrupt, banned, conflict, migrationFailed, invalidURL }
         fileprivate let base: Base
         public var description: String { base.rawValue }
         public static let notFound = Code(base: .notFound)
@@ -89,6 +89,8 @@ public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
         public static let conflict = Code(base: .conflict)
         /// A schema migration the database refused; nothing of it was kept.
         public static let migrationFailed = Code(base: .migrationFailed)
+        /// A database URL that cannot be used; the message names the part and the rule.
+        public static let invalidURL = Code(base: .invalidURL)
     }
 
     public let code: Code
