@@ -82,7 +82,7 @@ public final class AgentCache: Sendable {
     @discardableResult
     public func update(entries: [AgentAPI_Entry], bundle: SPIFFEBundle?, tainted: Set<String> = []) -> [AgentAPI_Entry] {
         state.withLock { state in
-            state.entries = entries
+            state.entries = entries.map(Self.kept)
             state.selectors = entries.map { entry in
                 let parsed = entry.selectors.compactMap { try? Selector(type: $0.type, value: $0.value) }
                 return parsed.count == entry.selectors.count ? parsed : nil
@@ -122,6 +122,19 @@ public final class AgentCache: Sendable {
     /// Whether an SVID chains to an authority the server has tainted.
     public func isTainted(_ svid: X509SVID) -> Bool {
         state.withLock { !svid.issuerKeyIDs.isDisjoint(with: $0.tainted) }
+    }
+
+    /// What the cache keeps of an entry: what workloads are matched by and served with (ID,
+    /// SPIFFE ID, selectors, hint, revision), not the fields only the server acts on (parent, DNS
+    /// names, TTLs, expiry): on thousands of entries, the parent's ID alone is a hundred bytes each.
+    static func kept(_ entry: AgentAPI_Entry) -> AgentAPI_Entry {
+        var kept = AgentAPI_Entry()
+        kept.id = entry.id
+        kept.spiffeID = entry.spiffeID
+        kept.selectors = entry.selectors
+        kept.hint = entry.hint
+        kept.revisionNumber = entry.revisionNumber
+        return kept
     }
 
     /// Node aliases select agents, not workloads: no SVID is minted for them.
