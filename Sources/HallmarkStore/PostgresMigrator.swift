@@ -65,7 +65,7 @@ public enum PostgresMigrator {
                     )
                 }
             } catch {
-                throw StoreError(.migrationFailed, "store: migration \(migration.name) failed: \(Self.reason(error))")
+                throw StoreError(.migrationFailed, "store: migration \(migration.name) failed: \(Self.reason(error))", underlying: error)
             }
             logger.info("applied database migration", metadata: ["migration": "\(migration.name)"])
             current = migration.version

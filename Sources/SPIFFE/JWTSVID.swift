@@ -129,7 +129,7 @@ public struct JWTSVID: Sendable {
         do {
             id = try SPIFFEID(parsing: subject)
         } catch let error as SPIFFEError {
-            throw SPIFFEError(.invalidSubject, "jwtsvid: 'sub' is not a SPIFFE ID: \(error.message)")
+            throw SPIFFEError(.invalidSubject, "jwtsvid: 'sub' is not a SPIFFE ID: \(error.message)", underlying: error)
         }
         let audience: [String]
         switch claims["aud"] {

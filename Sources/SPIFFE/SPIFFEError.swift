@@ -99,10 +99,13 @@ public struct SPIFFEError: Error, Hashable, Sendable, CustomStringConvertible {
     public let code: Code
     /// A sentence naming the cause, prefixed by the area it came from (`spiffeid:`, `x509svid:`, …).
     public let message: String
+    /// The error this one came from, described, when another error caused it.
+    public let underlying: String?
 
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.underlying = underlying.map { "\($0)" }
     }
 
     public var description: String { message }

@@ -34,7 +34,7 @@ enum X509SVIDRules {
         do {
             return try SPIFFEID(parsing: uri)
         } catch let error as SPIFFEError {
-            throw SPIFFEError(.invalidURISAN, "x509svid: the \(role)'s URI SAN '\(uri)' is not a SPIFFE ID: \(error.message)")
+            throw SPIFFEError(.invalidURISAN, "x509svid: the \(role)'s URI SAN '\(uri)' is not a SPIFFE ID: \(error.message)", underlying: error)
         }
     }
 

@@ -107,6 +107,7 @@ struct PostgresMigratorTests {
             let refused = await #expect(throws: StoreError.self) { try await PostgresMigrator.migrate(clients[0], migrations, logger: Self.logger) }
             #expect(refused?.code == .migrationFailed)
             #expect(refused?.message == #"store: migration 0002_broken.sql failed: relation "first" already exists"#, "\(refused?.message ?? "")")
+            #expect(refused?.underlying != nil, "the client's error is kept as the cause")
             let versions = try Self.rows(postgres, database, "SELECT version FROM schema_migrations")
             #expect(versions == ["1"])
             let second = try Self.rows(postgres, database, "SELECT to_regclass('second') IS NULL")
