@@ -12,7 +12,6 @@ import NIOCore
 import NIOHPACK
 import NIOHTTP2
 import SPIFFEWorkloadAPI
-import Synchronization
 
 final class WorkloadAPIConnection: ChannelInboundHandler {
     typealias InboundIn = HTTP2Frame

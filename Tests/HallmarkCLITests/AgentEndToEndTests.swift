@@ -251,6 +251,13 @@ struct AgentEndToEndTests {
         )
     }
 
+    /// The agent's own SVID certificate and key, DER, as its data directory holds them.
+    private func agentCredentials(_ agent: TestAgent) throws -> (certificate: [UInt8], key: [UInt8]) {
+        let chain = try X509SVID.certificates(pem: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8))
+        let key = try PEMDocument(pemString: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.key", encoding: .utf8)).derBytes
+        return (try TestPEM.der(chain[0]), key)
+    }
+
     private func selfSigned() throws -> (certificate: [UInt8], key: [UInt8]) {
         let key = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let name = try DistinguishedName { CommonName("intruder") }
@@ -328,18 +335,14 @@ struct AgentEndToEndTests {
             "--selector", "unix:uid:0", "--output", "json",
         ])
         let theirs = try #require((try json(other.stdout) as? [String: Any])?["id"] as? String)
-        let chain = try X509SVID.certificates(pem: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8))
-        let keyPEM = try String(contentsOfFile: "\(agent.dataDir)/agent-svid.key", encoding: .utf8)
-        var serializer = DER.Serializer()
-        try serializer.serialize(chain[0])
-        let keyDER = try PEMDocument(pemString: keyPEM).derBytes
+        let (certificate, keyDER) = try agentCredentials(agent)
         let csrKey = Certificate.PrivateKey(P256.Signing.PrivateKey())
         let csr = try CertificateSigningRequest(
             version: .v1, subject: DistinguishedName(), privateKey: csrKey, attributes: CertificateSigningRequest.Attributes(), signatureAlgorithm: .ecdsaWithSHA256
         )
         var csrDER = DER.Serializer()
         try csrDER.serialize(csr)
-        let response = try await withGRPCClient(transport: try agentAPI(server, certificate: serializer.serializedBytes, key: keyDER)) { client in
+        let response = try await withGRPCClient(transport: try agentAPI(server, certificate: certificate, key: keyDER)) { client in
             try await AgentAPI_AgentAPI.Client(wrapping: client).batchNewX509SVID(AgentAPI_BatchNewX509SVIDRequest.with {
                 $0.params = [mine, theirs].map { id in AgentAPI_X509SVIDParams.with { $0.entryID = id; $0.csr = Data(csrDER.serializedBytes) } }
             })
@@ -361,14 +364,11 @@ struct AgentEndToEndTests {
         _ = try agent.waitForSVID("spiffe://example.org/svc")
         // The attacker holds the agent's own SVID and key, and stops the agent so that its honest
         // reports do not overwrite the lies.
-        let chain = try X509SVID.certificates(pem: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.pem", encoding: .utf8))
-        let keyDER = try PEMDocument(pemString: try String(contentsOfFile: "\(agent.dataDir)/agent-svid.key", encoding: .utf8)).derBytes
-        var serializer = DER.Serializer()
-        try serializer.serialize(chain[0])
+        let (certificate, keyDER) = try agentCredentials(agent)
         #expect(agent.stop() == 0)
         func report(_ ids: [String]) async -> RPCError? {
             do {
-                _ = try await withGRPCClient(transport: try agentAPI(server, certificate: serializer.serializedBytes, key: keyDER)) { client in
+                _ = try await withGRPCClient(transport: try agentAPI(server, certificate: certificate, key: keyDER)) { client in
                     try await AgentAPI_AgentAPI.Client(wrapping: client).reportHeld(AgentAPI_ReportHeldRequest.with { $0.x509AuthorityIds = ids })
                 }
                 return nil
